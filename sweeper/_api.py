@@ -1,0 +1,158 @@
+"""``sweeper.run``: the Python API. The CLI is a thin layer over it."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from sweeper._config import SweepConfig, resolve_config
+from sweeper._errors import ConfigError
+from sweeper.objective._file import read_objective_file
+from sweeper.objective._ref import ObjectiveRef
+from sweeper.orchestrator._sweep import SweepResult, sweep
+from sweeper.progress._base import Reporter
+
+Objective = Callable[[Any], Any]
+
+
+def run(
+    target: Objective | str | os.PathLike[str],
+    /,
+    *,
+    objective: str | None = None,
+    n_trials: int | None = None,
+    timeout: float | None = None,
+    parallel: int | None = None,
+    study: str | None = None,
+    storage: str | None = None,
+    direction: str | Sequence[str] | None = None,
+    sampler: str | optuna.samplers.BaseSampler | None = None,
+    sampler_args: Mapping[str, Any] | None = None,
+    pruner: str | optuna.pruners.BasePruner | None = None,
+    pruner_args: Mapping[str, Any] | None = None,
+    seed: int | None = None,
+    trial_timeout: float | None = None,
+    backend: str | None = None,
+    progress: str | bool = "auto",
+) -> optuna.Study:
+    """Run a sweep of an Optuna objective on parallel workers and return the study.
+
+    Args:
+        target: The objective: a function ``f(trial) -> value(s)``, or the path of a file
+            that defines one (``"objectives/mlp.py"``; ``"file.py:name"`` picks a function).
+        objective: Name of the function in the file (default: ``objective``).
+        n_trials: Trials to run in this call; the study keeps earlier ones.
+        timeout: Stop asking for trials after this many seconds (running trials finish).
+        parallel: Trials in flight at once (default: one per GPU, else one per CPU core).
+        study: Study name (default: the file's name, or the function's). Calling ``run``
+            again with the same name continues the study.
+        storage: Optuna storage: a database URL or a journal file path (default:
+            ``.sweeper/optuna.journal`` in the working directory).
+        direction: ``"minimize"`` or ``"maximize"``, or one per objective value.
+        sampler: ``"tpe"``, ``"random"``, ``"cmaes"``, ``"gp"``, ``"qmc"``, ``"nsga2"`` ...
+            or an Optuna sampler object. ``sampler_args`` are passed to a named sampler.
+        pruner: ``"median"``, ``"percentile"``, ``"halving"``, ``"hyperband"``, ``"none"`` ...
+            or an Optuna pruner object. ``pruner_args`` are passed to a named pruner.
+        seed: Seed for a named sampler.
+        trial_timeout: Fail a trial that runs longer than this many seconds.
+        backend: ``"local"`` (worker processes, the default).
+        progress: ``"auto"``, ``"terminal"``, ``"plain"``, or ``False`` for none.
+
+    Returns:
+        The :class:`optuna.Study`, ready for ``best_params``, ``trials_dataframe()`` and
+        Optuna's plots.
+
+    Raises:
+        sweeper.UsageError: bad options or an unusable objective, before the study is
+            touched.
+    """
+    options = {
+        "n_trials": n_trials,
+        "timeout": timeout,
+        "parallel": parallel,
+        "study": study,
+        "storage": storage,
+        "directions": direction,
+        "sampler": sampler,
+        "sampler_args": sampler_args,
+        "pruner": pruner,
+        "pruner_args": pruner_args,
+        "seed": seed,
+        "trial_timeout": trial_timeout,
+        "backend": backend,
+    }
+    result = run_sweep(target, objective=objective, options=options, progress=progress)
+    if result.study is None:
+        raise KeyboardInterrupt("the sweep was interrupted before it started")
+    return result.study
+
+
+def run_sweep(
+    target: Objective | str | os.PathLike[str],
+    *,
+    objective: str | None,
+    options: Mapping[str, Any],
+    progress: str | bool | Reporter = "auto",
+) -> SweepResult:
+    """Resolve the objective and options, then run the sweep (shared by ``run`` and the CLI)."""
+    ref, config, notes = prepare(target, objective=objective, options=options)
+    reporter = progress if isinstance(progress, Reporter) else make_reporter(progress)
+    return sweep(ref, config, reporter=reporter, notes=notes)
+
+
+def prepare(
+    target: Objective | str | os.PathLike[str],
+    *,
+    objective: str | None,
+    options: Mapping[str, Any],
+) -> tuple[ObjectiveRef, SweepConfig, tuple[str, ...]]:
+    """Check the objective and merge the options; raise UsageError for bad input."""
+    if callable(target) and not isinstance(target, (str, os.PathLike)):
+        if objective is not None:
+            raise ConfigError(
+                "objective= names a function in a file; the target is already a function."
+            )
+        name = getattr(target, "__name__", type(target).__name__)
+        ref = ObjectiveRef.from_function(target)
+        config = resolve_config(default_study=name, explicit=options)
+        return ref, config, ()
+    if not isinstance(target, (str, os.PathLike)):
+        raise ConfigError(
+            f"the objective must be a function or the path of a file; got {type(target).__name__}."
+        )
+    path = os.fspath(target)
+    if objective is None and ":" in path and not Path(path).exists():
+        path, _, objective = path.rpartition(":")
+    info = read_objective_file(path, objective)
+    ref = ObjectiveRef.from_file(path, info.function)
+    config = resolve_config(
+        default_study=Path(path).stem,
+        explicit=options,
+        file_settings=info.settings,
+        optuna_settings=info.optuna_settings,
+    )
+    return ref, config, info.notes
+
+
+def make_reporter(progress: str | bool) -> Reporter:
+    """The progress display for ``progress`` (``"auto"`` picks by where output goes)."""
+    if progress is False or progress == "none":
+        return Reporter()
+    if progress is True:
+        progress = "auto"
+    if progress == "auto":
+        progress = "terminal" if sys.stderr.isatty() else "plain"
+    if progress == "terminal":
+        from sweeper.progress._terminal import TerminalReporter
+
+        return TerminalReporter()
+    if progress == "plain":
+        from sweeper.progress._plain import PlainReporter
+
+        return PlainReporter()
+    raise ConfigError(f"progress must be 'auto', 'terminal', 'plain' or 'none'; got {progress!r}.")

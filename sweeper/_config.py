@@ -1,0 +1,276 @@
+"""The sweep's options: one definition, shared by the CLI, the Python API and objective files.
+
+Each option is documented once, in :data:`OPTIONS`. Values come from, highest first:
+command-line flags or keyword arguments, ``SWEEPER_<NAME>`` environment variables, the
+objective file's ``SWEEP`` dict, settings the file wrote for plain Optuna, then defaults.
+Every value is checked where it enters, with a message that names the option and the fix.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import optuna
+
+from sweeper._errors import ConfigError
+from sweeper.study._components import canonical_name
+
+ENV_PREFIX = "SWEEPER_"
+DIRECTIONS = ("minimize", "maximize")
+BACKENDS = ("local", "modal")
+
+
+def _positive_int(name: str, value: Any) -> int:
+    try:
+        number = int(value)
+        if isinstance(value, float) and number != value:
+            raise ValueError
+        if isinstance(value, bool):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a whole number; got {value!r}.") from None
+    if number < 1:
+        raise ConfigError(f"{name} must be at least 1; got {number}.")
+    return number
+
+
+def _seconds(name: str, value: Any) -> float:
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a number of seconds; got {value!r}.") from None
+    if not seconds > 0 or seconds == float("inf"):
+        raise ConfigError(f"{name} must be a positive number of seconds; got {value!r}.")
+    return seconds
+
+
+def _integer(name: str, value: Any) -> int:
+    try:
+        if isinstance(value, bool) or (isinstance(value, float) and int(value) != value):
+            raise ValueError
+        return int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be an integer; got {value!r}.") from None
+
+
+def _name(name: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{name} must be a non-empty string; got {value!r}.")
+    return value.strip()
+
+
+def _directions(name: str, value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        items = [v for v in value.replace(",", " ").split() if v]
+    elif isinstance(value, (list, tuple)):
+        items = list(value)
+    else:
+        items = [value]
+    result = []
+    for item in items:
+        if isinstance(item, optuna.study.StudyDirection):
+            item = item.name
+        text = str(item).strip().lower()
+        if text not in DIRECTIONS:
+            raise ConfigError(
+                f"direction must be 'minimize' or 'maximize'; got {item!r}. Repeat --direction "
+                "once per value the objective returns."
+            )
+        result.append(text)
+    if not result:
+        raise ConfigError("direction needs at least one of 'minimize' or 'maximize'.")
+    return tuple(result)
+
+
+def _component(kind: str) -> Callable[[str, Any], Any]:
+    base = optuna.samplers.BaseSampler if kind == "sampler" else optuna.pruners.BasePruner
+
+    def convert(name: str, value: Any) -> Any:
+        if isinstance(value, base):
+            return value
+        if not isinstance(value, str):
+            raise ConfigError(
+                f"{kind} must be a name (like 'tpe') or an optuna {base.__name__}; got {value!r}."
+            )
+        return canonical_name(kind, value)
+
+    return convert
+
+
+def _arguments(name: str, value: Any) -> dict[str, Any]:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise ConfigError(
+                f"{name} must be a JSON object like '{{\"n_startup_trials\": 5}}'; got {value!r}."
+            ) from None
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+        raise ConfigError(f"{name} must be a dict of keyword arguments; got {value!r}.")
+    return dict(value)
+
+
+def _backend(name: str, value: Any) -> str:
+    text = str(value).strip().lower()
+    if text not in BACKENDS:
+        raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}; got {value!r}.")
+    return text
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    convert: Callable[[str, Any], Any]
+    help: str
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("n_trials", _positive_int, "Trials to run in this invocation (default: no limit)."),
+    Option(
+        "timeout",
+        _seconds,
+        "Stop asking for trials after this many seconds; running trials finish.",
+    ),
+    Option(
+        "parallel",
+        _positive_int,
+        "Trials in flight at once (default: one per GPU, else one per CPU core).",
+    ),
+    Option("study", _name, "Study name (default: the objective file's name)."),
+    Option(
+        "storage",
+        _name,
+        "Optuna storage: a database URL (sqlite:///x.db, "
+        "postgresql://...) or a journal file path (default: .sweeper/optuna.journal).",
+    ),
+    Option(
+        "directions",
+        _directions,
+        "minimize or maximize; repeat for multi-objective (default: the study's, else minimize).",
+    ),
+    Option(
+        "sampler",
+        _component("sampler"),
+        "tpe, random, cmaes, gp, qmc, nsga2, nsga3, bruteforce or grid (default: tpe).",
+    ),
+    Option("sampler_args", _arguments, "Keyword arguments for the sampler, as JSON."),
+    Option(
+        "pruner",
+        _component("pruner"),
+        "median, percentile, halving, hyperband, threshold, wilcoxon or none (default: median).",
+    ),
+    Option("pruner_args", _arguments, "Keyword arguments for the pruner, as JSON."),
+    Option("seed", _integer, "Seed for the sampler."),
+    Option("trial_timeout", _seconds, "Fail a trial that runs longer than this many seconds."),
+    Option("backend", _backend, "Where trials run: local (worker processes) or modal."),
+)
+OPTION_NAMES = tuple(o.name for o in OPTIONS)
+_ALIASES = {"direction": "directions", "n_jobs": "parallel"}
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """The options of one sweep, validated. Build it with :func:`resolve_config`."""
+
+    study: str
+    n_trials: int | None = None
+    timeout: float | None = None
+    parallel: int | None = None
+    storage: str | None = None
+    directions: tuple[str, ...] | None = None
+    sampler: Any = "tpe"
+    sampler_args: dict[str, Any] = field(default_factory=dict)
+    pruner: Any = "median"
+    pruner_args: dict[str, Any] = field(default_factory=dict)
+    seed: int | None = None
+    trial_timeout: float | None = None
+    backend: str = "local"
+    sources: dict[str, str] = field(default_factory=dict, compare=False)
+    """Where each option's value came from (for messages): flag, env, file, optuna-call."""
+
+    def __post_init__(self) -> None:
+        for option in OPTIONS:
+            value = getattr(self, option.name)
+            if value is not None:
+                object.__setattr__(self, option.name, option.convert(option.name, value))
+        _name("study", self.study)
+
+    def with_(self, **changes: Any) -> SweepConfig:
+        return replace(self, **changes)
+
+
+def normalize_keys(settings: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """Map aliases (``direction``) to option names; reject unknown keys with the valid ones."""
+    result: dict[str, Any] = {}
+    for key, value in settings.items():
+        name = _ALIASES.get(key, key)
+        if name not in OPTION_NAMES:
+            raise ConfigError(
+                f"{where}: unknown setting {key!r}. Known settings: "
+                f"{', '.join(sorted((*OPTION_NAMES, 'direction')))}."
+            )
+        result[name] = value
+    return result
+
+
+def env_settings(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Options set as ``SWEEPER_<NAME>`` environment variables."""
+    environ = os.environ if environ is None else environ
+    found = {}
+    for name in (*OPTION_NAMES, "direction"):
+        value = environ.get(ENV_PREFIX + name.upper())
+        if value is not None and value != "":
+            found[_ALIASES.get(name, name)] = value
+    return found
+
+
+def resolve_config(
+    *,
+    default_study: str,
+    explicit: Mapping[str, Any],
+    file_settings: Mapping[str, Any] | None = None,
+    optuna_settings: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> SweepConfig:
+    """Merge the sources of options (highest first: explicit, env, file, optuna calls)."""
+    layers = [
+        ("flag", normalize_keys({k: v for k, v in explicit.items() if v is not None}, "options")),
+        ("env", env_settings(environ)),
+        ("file", normalize_keys(file_settings or {}, "SWEEP")),
+        ("optuna-call", normalize_keys(optuna_settings or {}, "optuna call")),
+    ]
+    merged: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for source, layer in layers:
+        for key, value in layer.items():
+            if key not in merged:
+                merged[key] = value
+                sources[key] = source
+    # A sampler or pruner chosen in a higher layer does not take arguments meant for another.
+    for kind in ("sampler", "pruner"):
+        args_key = f"{kind}_args"
+        if (
+            args_key in merged
+            and kind in merged
+            and _layer_rank(sources[args_key]) > _layer_rank(sources[kind])
+        ):
+            del merged[args_key]
+    study = merged.pop("study", None) or default_study
+    return SweepConfig(study=study, sources=sources, **merged)
+
+
+def _layer_rank(source: str) -> int:
+    return ("flag", "env", "file", "optuna-call").index(source)
+
+
+def option_help(name: str) -> str:
+    for option in OPTIONS:
+        if option.name == name:
+            return option.help
+    raise KeyError(name)

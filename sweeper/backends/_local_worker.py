@@ -1,0 +1,175 @@
+"""A local worker process: loads the objective once, then runs trials until told to stop.
+
+Started by :class:`~sweeper.backends.LocalBackend` with ``main([..., FD])``, where FD is
+its end of a socket pair.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import faulthandler
+import os
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+
+from sweeper._errors import ObjectiveError
+from sweeper.channel._base import ChannelClosed, Transport, TrialChannel
+from sweeper.objective._ref import ObjectiveRef
+from sweeper.trial._messages import TrialSpec
+from sweeper.trial._runner import run_trial
+
+
+@dataclass(frozen=True)
+class Init:
+    """First message to a worker."""
+
+    objective: ObjectiveRef
+    slot: int
+
+
+@dataclass(frozen=True)
+class Ready:
+    pid: int
+
+
+@dataclass(frozen=True)
+class Failed:
+    message: str
+
+
+class Stop:
+    """Tells an idle worker to exit."""
+
+
+class ConnectionTransport(Transport):
+    """The trial channel over the worker's socket to the orchestrator."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+
+    def send(self, messages: Sequence[object]) -> None:
+        try:
+            self._connection.send(list(messages))
+        except (OSError, EOFError):
+            raise ChannelClosed("the orchestrator is gone") from None
+
+    def receive(self, timeout: float | None = None) -> object:
+        try:
+            if timeout is not None and not self._connection.poll(timeout):
+                raise TimeoutError
+            return self._connection.recv()
+        except (OSError, EOFError):
+            raise ChannelClosed("the orchestrator is gone") from None
+
+
+def _die_with_parent() -> None:
+    """Exit when the orchestrator dies, even in the middle of a long trial."""
+    parent = os.getppid()
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+            import signal
+
+            libc = ctypes.CDLL("libc.so.6", use_errno=True)
+            if libc.prctl(1, signal.SIGKILL) == 0:  # PR_SET_PDEATHSIG
+                if os.getppid() != parent:
+                    os._exit(70)
+                return
+        except Exception:
+            pass
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                os._exit(70)
+
+    threading.Thread(target=watch, name="sweeper-parent-watch", daemon=True).start()
+
+
+@contextlib.contextmanager
+def _output_to(path: str | None) -> Iterator[None]:
+    """Send this process's stdout and stderr (file descriptors 1 and 2) to ``path``."""
+    if path is None:
+        yield
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.dup2(target, 1)
+        os.dup2(target, 2)
+        yield
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (target, *saved):
+            os.close(fd)
+
+
+def serve(connection: Connection) -> None:
+    init = connection.recv()
+    assert isinstance(init, Init)
+    try:
+        objective = init.objective.load()
+    except ObjectiveError as error:
+        traceback.print_exc()
+        connection.send(Failed(str(error)))
+        return
+    except BaseException as error:  # a bug of ours, or a very odd objective
+        traceback.print_exc()
+        connection.send(
+            Failed(f"the objective could not be loaded: {type(error).__name__}: {error}")
+        )
+        return
+    connection.send(Ready(os.getpid()))
+    transport = ConnectionTransport(connection)
+    while True:
+        try:
+            message = connection.recv()
+        except (EOFError, OSError):
+            return
+        if isinstance(message, Stop):
+            return
+        assert isinstance(message, TrialSpec)
+        channel = TrialChannel(transport, message.number, attempt=message.attempt)
+        try:
+            with _output_to(message.log_path):
+                result = run_trial(objective, message, channel)
+                if result.traceback:
+                    sys.stderr.write(result.traceback)
+        except ChannelClosed:
+            return
+        try:
+            connection.send(result)
+        except (OSError, EOFError):
+            return
+
+
+def main(argv: Sequence[str]) -> None:
+    faulthandler.enable()
+    _die_with_parent()
+    connection = Connection(int(argv[1]))
+    status = 0
+    try:
+        serve(connection)
+    except BaseException:
+        traceback.print_exc()
+        status = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Skip interpreter teardown: objectives may leave threads or CUDA contexts behind.
+    os._exit(status)
+
+
+if __name__ == "__main__":
+    main(sys.argv)

@@ -1,0 +1,166 @@
+"""``status`` and ``best``: read a study back from its storage without running anything."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import sys
+from collections import Counter
+from pathlib import Path
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from sweeper._config import env_settings, normalize_keys
+from sweeper._errors import StorageError
+from sweeper.cli._main import EXIT_OK, dump_json
+from sweeper.objective._file import read_objective_file
+from sweeper.progress._base import format_params, format_values
+from sweeper.study._recovery import FAIL_REASON_KEY, LOG_KEY, sweeps
+from sweeper.study._storage import DEFAULT_JOURNAL, home, open_storage, study_names
+
+
+def _locate(args: argparse.Namespace) -> tuple[optuna.Study, str]:
+    """The study the arguments point at, and how to show its storage."""
+    settings: dict[str, object] = {}
+    if args.file:
+        settings.update(normalize_keys(read_objective_file(args.file).settings, "SWEEP"))
+        settings.setdefault("study", Path(args.file).stem)
+    for key, value in env_settings().items():
+        settings[key] = value
+    if args.study:
+        settings["study"] = args.study
+    if args.storage:
+        settings["storage"] = args.storage
+    storage_spec = settings.get("storage")
+    if storage_spec is None and not (home() / DEFAULT_JOURNAL).exists():
+        raise StorageError(
+            f"no sweeps here: {home() / DEFAULT_JOURNAL} does not exist. Run "
+            "`python -m sweeper run FILE` in this directory first, or give --storage."
+        )
+    opened = open_storage(str(storage_spec) if storage_spec else None)
+    names = study_names(opened.storage)
+    name = settings.get("study")
+    if name is None:
+        if len(names) == 1:
+            name = names[0]
+        else:
+            listed = ", ".join(names) if names else "none"
+            raise StorageError(
+                f"{opened.description} holds {len(names)} studies ({listed}). "
+                "Pick one with --study NAME."
+            )
+    if name not in names:
+        listed = ", ".join(names) if names else "none"
+        raise StorageError(
+            f"no study {name!r} in {opened.description} (studies there: {listed}). "
+            "Check --study and --storage."
+        )
+    study = optuna.load_study(study_name=str(name), storage=opened.storage)
+    return study, opened.description
+
+
+def status(args: argparse.Namespace) -> int:
+    study, where = _locate(args)
+    trials = study.get_trials(deepcopy=False)
+    counts = Counter(t.state.name for t in trials)
+    directions = ", ".join(d.name.lower() for d in study.directions)
+    out = sys.stdout
+    out.write(f"Study {study.study_name!r} in {where} ({directions})\n")
+    parts = ", ".join(
+        f"{counts[s]} {s.lower()}" for s in ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
+    )
+    out.write(f"  {len(trials)} trials: {parts}\n")
+    for line in _best_lines(study, trials):
+        out.write(f"  {line}\n")
+    study_id = study._storage.get_study_id_from_name(study.study_name)
+    records = sweeps(study._storage, study_id)
+    live = [r for r in records if r.status() == "alive"]
+    if live:
+        for record in live:
+            out.write(
+                f"  running now: sweep pid {record.pid} on {record.host}, "
+                f"started {record.started[:19]}\n"
+            )
+    elif records:
+        last = max(records, key=lambda r: r.started)
+        out.write(f"  no sweep running; last one started {last.started[:19]}\n")
+    failed = [t for t in trials if t.state == TrialState.FAIL][-5:]
+    if failed:
+        out.write("  latest failures:\n")
+        for trial in failed:
+            reason = str(trial.system_attrs.get(FAIL_REASON_KEY, "")).split("\n", 1)[0]
+            log = trial.system_attrs.get(LOG_KEY)
+            out.write(
+                f"    trial {trial.number}: {reason or 'no reason recorded'}"
+                + (f" (log: {log})" if log else "")
+                + "\n"
+            )
+    finished = [t.datetime_complete for t in trials if t.datetime_complete]
+    if finished:
+        out.write(f"  last trial finished {_ago(max(finished))}\n")
+    return EXIT_OK
+
+
+def best(args: argparse.Namespace) -> int:
+    study, _ = _locate(args)
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    chosen = _best_trials(study, trials)
+    if args.json:
+        sys.stdout.write(
+            dump_json(
+                {
+                    "study": study.study_name,
+                    "directions": [d.name.lower() for d in study.directions],
+                    "best": [
+                        {"number": t.number, "values": t.values, "params": t.params}
+                        for t in chosen
+                    ],
+                }
+            )
+            + "\n"
+        )
+        return EXIT_OK
+    for line in _best_lines(study, trials, limit=None):
+        sys.stdout.write(line + "\n")
+    return EXIT_OK
+
+
+def _best_trials(study: optuna.Study, complete: list[FrozenTrial]) -> list[FrozenTrial]:
+    if not complete:
+        return []
+    return [study.best_trial] if len(study.directions) == 1 else list(study.best_trials)
+
+
+def _best_lines(
+    study: optuna.Study, trials: list[FrozenTrial], limit: int | None = 5
+) -> list[str]:
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    chosen = _best_trials(study, complete)
+    if not chosen:
+        return ["no completed trial yet"]
+    if len(study.directions) == 1:
+        trial = chosen[0]
+        lines = [f"best value {format_values(tuple(trial.values))} from trial {trial.number}"]
+        width = max((len(k) for k in trial.params), default=0)
+        lines += [f"    {k.ljust(width)} = {v!r}" for k, v in trial.params.items()]
+        return lines
+    lines = [f"Pareto front: {len(chosen)} trials"]
+    shown = chosen if limit is None else chosen[:limit]
+    lines += [
+        f"    trial {t.number}: values {format_values(tuple(t.values))}; "
+        f"{format_params(t.params, limit=100)}"
+        for t in shown
+    ]
+    if len(shown) < len(chosen):
+        lines.append(f"    ... and {len(chosen) - len(shown)} more (python -m sweeper best)")
+    return lines
+
+
+def _ago(moment: datetime.datetime) -> str:
+    seconds = (datetime.datetime.now() - moment).total_seconds()
+    if seconds < 120:
+        return f"{seconds:.0f}s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min ago"
+    return f"at {moment:%Y-%m-%d %H:%M}"

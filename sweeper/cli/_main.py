@@ -1,0 +1,167 @@
+"""``python -m sweeper``: run a sweep, or read one back from its storage."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+import optuna
+
+from sweeper._config import option_help
+from sweeper._errors import SweeperError, UsageError
+from sweeper._logging import get_logger
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}. See {self.prog} --help.\n")
+
+
+def _add_study_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--study", help=option_help("study"))
+    parser.add_argument("--storage", help=option_help("storage"))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="python -m sweeper",
+        description="Run an Optuna objective as a parallel sweep, and read sweeps back.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+
+    run = commands.add_parser(
+        "run",
+        help="run a sweep of an objective file",
+        description="Run a sweep of the objective defined in FILE. Running it again continues "
+        "the same study. Settings may also come from a SWEEP dict in the file, from "
+        "SWEEPER_<OPTION> environment variables, and from create_study/optimize calls the "
+        "file makes for plain Optuna; flags win.",
+    )
+    run.add_argument("file", metavar="FILE", help="Python file defining objective(trial)")
+    run.add_argument(
+        "--objective", metavar="NAME", help="function to optimize (default: objective)"
+    )
+    run.add_argument(
+        "-n", "--n-trials", dest="n_trials", metavar="N", help=option_help("n_trials")
+    )
+    run.add_argument("--timeout", metavar="SECONDS", help=option_help("timeout"))
+    run.add_argument("-p", "--parallel", metavar="N", help=option_help("parallel"))
+    _add_study_arguments(run)
+    run.add_argument(
+        "--direction",
+        dest="directions",
+        action="append",
+        metavar="DIRECTION",
+        help=option_help("directions"),
+    )
+    run.add_argument("--sampler", help=option_help("sampler"))
+    run.add_argument(
+        "--sampler-args", dest="sampler_args", metavar="JSON", help=option_help("sampler_args")
+    )
+    run.add_argument("--pruner", help=option_help("pruner"))
+    run.add_argument(
+        "--pruner-args", dest="pruner_args", metavar="JSON", help=option_help("pruner_args")
+    )
+    run.add_argument("--seed", help=option_help("seed"))
+    run.add_argument(
+        "--trial-timeout",
+        dest="trial_timeout",
+        metavar="SECONDS",
+        help=option_help("trial_timeout"),
+    )
+    run.add_argument("--backend", help=option_help("backend"))
+    run.add_argument(
+        "--progress",
+        default="auto",
+        choices=("auto", "terminal", "plain", "none"),
+        help="progress display (default: a live bar on a terminal, log lines otherwise)",
+    )
+    run.add_argument("-v", "--verbose", action="store_true", help="show debug messages")
+
+    status = commands.add_parser(
+        "status", help="show a study's trials by state, its best, and running sweeps"
+    )
+    status.add_argument("file", metavar="FILE", nargs="?", help="objective file (names the study)")
+    _add_study_arguments(status)
+
+    best = commands.add_parser("best", help="print the best trial (or the Pareto front)")
+    best.add_argument("file", metavar="FILE", nargs="?", help="objective file (names the study)")
+    _add_study_arguments(best)
+    best.add_argument("--json", action="store_true", help="print JSON instead of text")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m sweeper``; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    _configure_logging(getattr(args, "verbose", False))
+    try:
+        if args.command == "run":
+            return _run(args)
+        from sweeper.cli._inspect import best, status
+
+        return status(args) if args.command == "status" else best(args)
+    except UsageError as error:
+        sys.stderr.write(f"error: {error}\n")
+        return EXIT_USAGE
+    except SweeperError as error:
+        sys.stderr.write(f"error: {error}\n")
+        return EXIT_FAILED
+
+
+def _run(args: argparse.Namespace) -> int:
+    from sweeper._api import run_sweep
+
+    options: dict[str, Any] = {
+        name: getattr(args, name)
+        for name in (
+            "n_trials",
+            "timeout",
+            "parallel",
+            "study",
+            "storage",
+            "directions",
+            "sampler",
+            "sampler_args",
+            "pruner",
+            "pruner_args",
+            "seed",
+            "trial_timeout",
+            "backend",
+        )
+    }
+    result = run_sweep(
+        args.file, objective=args.objective, options=options, progress=args.progress
+    )
+    if result.interrupted:
+        return EXIT_INTERRUPTED
+    counts = result.summary.counts if result.summary else {}
+    if counts.get("FAIL") and not counts.get("COMPLETE") and not counts.get("PRUNED"):
+        sys.stderr.write("error: every trial failed; see the reasons above.\n")
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _configure_logging(verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logger = get_logger("sweeper")
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.WARNING)
+
+
+def dump_json(value: Any) -> str:
+    return json.dumps(value, indent=2, default=str)

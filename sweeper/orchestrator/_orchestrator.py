@@ -1,0 +1,421 @@
+"""The sweep loop: keep N trials in flight, answer their calls, tell every trial once."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from sweeper._errors import ConfigError, ObjectiveError, SweeperError
+from sweeper._logging import get_logger
+from sweeper.backends._base import Backend, LoadFailed, Notice
+from sweeper.orchestrator._stats import FinishedTrial, SweepStats
+from sweeper.progress._base import Reporter
+from sweeper.study._recovery import (
+    FAIL_REASON_KEY,
+    INTERRUPTED_KEY,
+    LOG_KEY,
+    RETRY_OF_KEY,
+)
+from sweeper.trial._messages import Call, Reply, TrialResult, TrialSpec
+from sweeper.trial._remote import STUDY_ATTRIBUTES
+
+logger = get_logger(__name__)
+
+# Methods of optuna.Trial a worker may call on the live trial.
+TRIAL_METHODS = frozenset(
+    {
+        "report",
+        "set_constraint",
+        "set_user_attr",
+        "should_prune",
+        "suggest_categorical",
+        "suggest_float",
+        "suggest_int",
+    }
+)
+_POLL_SECONDS = 0.2
+_INTERRUPTED = "interrupted: the sweep was stopped before this trial finished"
+
+
+@dataclass
+class OpenStudy:
+    """The study a sweep runs against, opened once the workers are ready."""
+
+    study: optuna.Study
+    storage: optuna.storages.BaseStorage
+    study_id: int
+    created: bool
+
+
+class _Abort(SweeperError):
+    """Stop the sweep now: cancel running trials, record them, then raise ``error``."""
+
+    def __init__(self, error: SweeperError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class Orchestrator:
+    """Runs trials of one study on a backend until the budget is spent or it is stopped.
+
+    - Exactly ``parallel`` trials are in flight while the budget lasts (the backend's free
+      slots); a trial is asked for only when a slot frees, never in batches.
+    - Every asked trial is told exactly once: COMPLETE with its values, PRUNED, or FAIL with
+      the reason (in the ``fail_reason`` system attribute, with the traceback).
+    - Suggestions and pruning decisions are made here, by the study's sampler and pruner,
+      against the live ``optuna.Trial``.
+    - The first Ctrl-C stops asking and lets running trials finish; a second one (or SIGTERM)
+      stops them at once. Either way every trial is recorded before ``run`` returns.
+
+    Not thread-safe: ``run`` is called once, from one thread.
+    """
+
+    def __init__(
+        self,
+        *,
+        backend: Backend,
+        open_study: Callable[[], OpenStudy],
+        reporter: Reporter,
+        stats: SweepStats,
+        log_dir: Path,
+        n_trials: int | None,
+        timeout: float | None,
+        trial_timeout: float | None,
+    ) -> None:
+        self._backend = backend
+        self._open_study = open_study
+        self._reporter = reporter
+        self._stats = stats
+        self._log_dir = log_dir
+        self._n_trials = n_trials
+        self._timeout = timeout
+        self._trial_timeout = trial_timeout
+        self._opened: OpenStudy | None = None
+        self._live: dict[int, optuna.Trial] = {}
+        self._deadlines: dict[int, float] = {}
+        self._asked = 0
+        self._any_values = False
+        self._interrupts = 0
+        self._hard_stop = False
+        self._stop_reason: str | None = None
+        self._seen_failures: set[str] = set()
+        self._abort: _Abort | None = None
+        self._started = time.monotonic()
+
+    # -- public --------------------------------------------------------------------------
+
+    @property
+    def opened(self) -> OpenStudy | None:
+        """The study, once the workers were ready and it was opened."""
+        return self._opened
+
+    @property
+    def stop_reason(self) -> str | None:
+        """Why the sweep stopped before its budget, if it did."""
+        return self._stop_reason
+
+    @property
+    def interrupted(self) -> bool:
+        return self._interrupts > 0
+
+    def run(self) -> None:
+        """Run the sweep; raise UsageError subclasses for bad input found on the way."""
+        with self._signal_handlers():
+            try:
+                self._backend.start()
+                if not self._wait_for_workers():
+                    return
+                self._opened = self._open_study()
+                self._any_values = any(
+                    t.state == TrialState.COMPLETE
+                    for t in self._opened.study.get_trials(deepcopy=False)
+                )
+                self._loop()
+            finally:
+                self._backend.close()
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def _wait_for_workers(self) -> bool:
+        self._stats.waiting = "starting workers and loading the objective"
+        while self._backend.free_slots() == 0:
+            if self._interrupts:
+                self._stop_reason = "interrupted while starting"
+                return False
+            for event in self._backend.poll(_POLL_SECONDS):
+                if isinstance(event, LoadFailed):
+                    raise ObjectiveError(event.message)
+                if isinstance(event, Notice):
+                    self._reporter.note(event.text, event.level)
+            self._reporter.update(self._stats.snapshot())
+        self._stats.waiting = None
+        return True
+
+    def _loop(self) -> None:
+        assert self._opened is not None
+        wound_down = False
+        while True:
+            self._apply_interrupts()
+            if not self._stopping():
+                self._fill()
+            elif not wound_down:
+                wound_down = True
+                self._backend.wind_down()
+            if not self._backend.running and (self._stopping() or self._budget_spent()):
+                break
+            for event in self._backend.poll(self._poll_timeout()):
+                self._handle(event)
+            self._expire()
+            self._stats.running = len(self._backend.running)
+            self._reporter.update(self._stats.snapshot())
+        if self._abort is not None:
+            raise self._abort.error
+
+    def _stopping(self) -> bool:
+        return self._interrupts > 0 or self._abort is not None or self._budget_spent()
+
+    def _budget_spent(self) -> bool:
+        if self._n_trials is not None and self._asked >= self._n_trials:
+            return True
+        if self._timeout is not None and time.monotonic() - self._started >= self._timeout:
+            if self._stop_reason is None and self._backend.running:
+                self._stats.stopping = "timeout reached: waiting for running trials to finish"
+            return True
+        return False
+
+    def _poll_timeout(self) -> float:
+        timeout = _POLL_SECONDS
+        now = time.monotonic()
+        if self._deadlines:
+            timeout = min(timeout, max(0.0, min(self._deadlines.values()) - now))
+        if self._timeout is not None:
+            timeout = min(timeout, max(0.0, self._started + self._timeout - now))
+        return timeout
+
+    def _fill(self) -> None:
+        assert self._opened is not None
+        study = self._opened.study
+        while self._backend.free_slots() > 0 and not self._budget_spent():
+            live = study.ask()
+            self._live[live.number] = live
+            self._asked += 1
+            self._backend.submit(self._spec(live))
+            if self._trial_timeout is not None:
+                self._deadlines[live.number] = time.monotonic() + self._trial_timeout
+        self._stats.running = len(self._backend.running)
+
+    def _spec(self, live: optuna.Trial) -> TrialSpec:
+        assert self._opened is not None
+        study = self._opened.study
+        relative_params = live.relative_params  # samples jointly-sampled params now
+        frozen = live._cached_frozen_trial  # what ask() read; no extra storage round trip
+        return TrialSpec(
+            number=live.number,
+            study_name=study.study_name,
+            directions=self._stats.directions,
+            fixed_params=dict(live._fixed_params),
+            relative_params=dict(relative_params),
+            relative_search_space=dict(live.relative_search_space or {}),
+            user_attrs=dict(frozen.user_attrs),
+            datetime_start=live.datetime_start,
+            log_path=str(self._log_path(live.number)),
+        )
+
+    def _log_path(self, number: int) -> Path:
+        return self._log_dir / f"trial-{number}.log"
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        for number, deadline in list(self._deadlines.items()):
+            if deadline <= now:
+                del self._deadlines[number]
+                self._backend.cancel(
+                    number,
+                    f"timed out: ran longer than the trial timeout of {self._trial_timeout:g}s",
+                )
+
+    # -- events --------------------------------------------------------------------------
+
+    def _handle(self, event: Any) -> None:
+        if isinstance(event, Call):
+            self._on_call(event)
+        elif isinstance(event, TrialResult):
+            self._on_result(event)
+        elif isinstance(event, Notice):
+            self._reporter.note(event.text, event.level)
+        elif isinstance(event, LoadFailed):
+            self._reporter.note(event.message, "warning")
+
+    def _on_call(self, call: Call) -> None:
+        live = self._live.get(call.number)
+        if live is None:
+            return
+        try:
+            if call.method == "study_attribute":
+                value = self._study_attribute(call.args[0])
+            elif call.method in TRIAL_METHODS:
+                value = getattr(live, call.method)(*call.args, **call.kwargs)
+            else:
+                raise AttributeError(f"trial.{call.method} cannot be called from a worker")
+        except Exception as error:
+            if call.wants_reply:
+                self._backend.reply(Reply(call.number, call.seq, error=error))
+            else:
+                logger.warning("trial %d: %s failed: %s", call.number, call.method, error)
+            return
+        if call.wants_reply:
+            self._backend.reply(Reply(call.number, call.seq, value=value))
+
+    def _study_attribute(self, name: str) -> Any:
+        assert self._opened is not None
+        if name not in STUDY_ATTRIBUTES:
+            raise AttributeError(f"study.{name} is not readable from a worker")
+        return getattr(self._opened.study, name)
+
+    def _on_result(self, result: TrialResult) -> None:
+        assert self._opened is not None
+        live = self._live.pop(result.number)
+        self._deadlines.pop(result.number, None)
+        state, values = result.state, result.values
+        reason, trace = result.reason, result.traceback
+        if state == "COMPLETE" and values is not None:
+            problem = self._check_values(values)
+            if problem is not None:
+                state, reason, values = "FAIL", problem, None
+        interrupted = reason is not None and reason.startswith(_INTERRUPTED)
+        self._tell(live, state, values, reason, trace, interrupted)
+        finished = FinishedTrial(
+            number=result.number,
+            state=state,
+            values=values,
+            params=live.params,
+            duration=result.duration,
+            reason=reason,
+            traceback=trace,
+            log_path=str(self._log_path(result.number)),
+            retry_of=live._cached_frozen_trial.system_attrs.get(RETRY_OF_KEY),
+        )
+        self._stats.running = len(self._backend.running)
+        new_best = self._stats.record(finished)
+        if state == "FAIL" and not interrupted and not reason_is_stop(reason):
+            key = reason or ""
+            first = key not in self._seen_failures
+            self._seen_failures.add(key)
+            self._reporter.trial_failed(finished, first)
+            logger.debug(
+                "Trial %d failed with parameters %s: %s", result.number, finished.params, reason
+            )
+        self._reporter.trial_finished(finished, self._stats.snapshot(), new_best)
+
+    def _check_values(self, values: tuple[float, ...]) -> str | None:
+        """Why ``values`` cannot be told to the study, or None. The first trial to return
+        values sets the number of objectives; if it disagrees with the study's directions,
+        the sweep stops with a usage error (the directions are wrong, not the trial)."""
+        first = not self._any_values
+        self._any_values = True
+        directions = self._stats.directions
+        if len(values) != len(directions):
+            n = len(directions)
+            reason = (
+                f"the objective returned {len(values)} value{'s' if len(values) != 1 else ''} "
+                f"but the study has {n} direction{'s' if n != 1 else ''} "
+                f"({', '.join(directions)})"
+            )
+            if first and self._abort is None:
+                self._abort = _Abort(
+                    ConfigError(
+                        f"{reason}. Give --direction once per returned value (for example "
+                        "--direction minimize --direction maximize)."
+                    )
+                )
+                for number in self._backend.running:
+                    self._backend.cancel(number, "stopped: " + reason)
+            return reason
+        if any(math.isnan(v) for v in values):
+            shown = ", ".join(str(v) for v in values)
+            return f"the objective returned {shown}; NaN cannot be told to the study"
+        return None
+
+    def _tell(
+        self,
+        live: optuna.Trial,
+        state: str,
+        values: tuple[float, ...] | None,
+        reason: str | None,
+        trace: str | None,
+        interrupted: bool,
+    ) -> None:
+        assert self._opened is not None
+        study, storage = self._opened.study, self._opened.storage
+        if state == "COMPLETE" and values is not None:
+            study.tell(live, list(values))
+        elif state == "PRUNED":
+            study.tell(live, state=TrialState.PRUNED)
+        else:
+            text = reason or "failed"
+            if trace:
+                text = f"{text}\n\n{trace.rstrip()}"
+            trial_id = live._trial_id
+            storage.set_trial_system_attr(trial_id, FAIL_REASON_KEY, text)
+            storage.set_trial_system_attr(trial_id, LOG_KEY, str(self._log_path(live.number)))
+            if interrupted:
+                storage.set_trial_system_attr(trial_id, INTERRUPTED_KEY, True)
+            study.tell(live, state=TrialState.FAIL)
+
+    # -- stopping ------------------------------------------------------------------------
+
+    def _apply_interrupts(self) -> None:
+        if self._interrupts == 1 and self._stop_reason is None:
+            self._stop_reason = "interrupted (Ctrl-C)"
+            running = len(self._backend.running)
+            self._stats.stopping = (
+                f"stopping: waiting for {running} running trial{'s' if running != 1 else ''}; "
+                "press Ctrl-C again to stop them now"
+            )
+            self._reporter.note(
+                "Ctrl-C: no new trials will start; running trials finish. "
+                "Press Ctrl-C again to stop them now.",
+                "warning",
+            )
+        if self._interrupts >= 2 and not self._hard_stop:
+            self._hard_stop = True
+            self._stop_reason = "interrupted (Ctrl-C twice)"
+            self._stats.stopping = "stopping now"
+            for number in self._backend.running:
+                self._backend.cancel(number, _INTERRUPTED)
+
+    @contextlib.contextmanager
+    def _signal_handlers(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def on_interrupt(signum: int, frame: Any) -> None:
+            self._interrupts += 1
+
+        def on_terminate(signum: int, frame: Any) -> None:
+            self._interrupts = max(self._interrupts + 1, 2)
+
+        previous = {
+            signal.SIGINT: signal.signal(signal.SIGINT, on_interrupt),
+            signal.SIGTERM: signal.signal(signal.SIGTERM, on_terminate),
+        }
+        try:
+            yield
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+
+def reason_is_stop(reason: str | None) -> bool:
+    return reason is not None and reason.startswith("stopped: ")

@@ -1,0 +1,249 @@
+"""Put a sweep together from its options: storage, study, backend, progress, and the loop."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+
+from sweeper._config import SweepConfig
+from sweeper._errors import ConfigError, StorageError
+from sweeper._logging import get_logger
+from sweeper.backends._base import Backend
+from sweeper.objective._ref import ObjectiveRef
+from sweeper.orchestrator._orchestrator import OpenStudy, Orchestrator
+from sweeper.orchestrator._stats import SweepStats
+from sweeper.progress._base import BestTrial, Reporter, SweepInfo, SweepSummary
+from sweeper.study._components import make_pruner, make_sampler
+from sweeper.study._recovery import Recovery, SweepRecord, recover, register, unregister
+from sweeper.study._storage import existing_directions, home, open_storage
+
+logger = get_logger(__name__)
+
+_STATE_ORDER = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
+
+
+@dataclass
+class SweepResult:
+    """How a sweep went."""
+
+    study: optuna.Study | None
+    summary: SweepSummary | None
+    interrupted: bool
+    stop_reason: str | None
+
+
+def log_dir_for(study: str, workdir: str | os.PathLike[str] | None = None) -> Path:
+    """Where trial output of ``study`` is kept: ``.sweeper/logs/<study>/``."""
+    return home(workdir) / "logs" / re.sub(r"[^A-Za-z0-9._-]+", "_", study)
+
+
+def sweep(
+    objective: ObjectiveRef,
+    config: SweepConfig,
+    *,
+    reporter: Reporter,
+    workdir: str | os.PathLike[str] | None = None,
+    notes: tuple[str, ...] = (),
+) -> SweepResult:
+    """Run one sweep. Bad input raises a UsageError before the study is touched."""
+    opened_storage = open_storage(config.storage, workdir)
+    storage = opened_storage.storage
+    existing = existing_directions(storage, config.study)
+    if config.directions and existing and tuple(config.directions) != existing:
+        raise StorageError(
+            f"study {config.study!r} in {opened_storage.description} optimizes "
+            f"{', '.join(existing)}, but the options ask for {', '.join(config.directions)}. "
+            "Drop --direction to continue the study, or name a new one with --study."
+        )
+    directions = tuple(config.directions or existing or ("minimize",))
+    if (
+        len(directions) > 1
+        and config.pruner not in ("none", None)
+        and not isinstance(config.pruner, optuna.pruners.BasePruner)
+    ):
+        # Optuna's pruners do not support several objectives; report() would raise anyway.
+        config = config.with_(pruner="none", pruner_args={})
+    sampler = (
+        config.sampler
+        if isinstance(config.sampler, optuna.samplers.BaseSampler)
+        else make_sampler(config.sampler, config.sampler_args, config.seed)
+    )
+    pruner = (
+        config.pruner
+        if isinstance(config.pruner, optuna.pruners.BasePruner)
+        else make_pruner(config.pruner, config.pruner_args)
+    )
+    backend, parallel = _make_backend(objective, config, workdir)
+    log_dir = log_dir_for(config.study, workdir)
+    stats = SweepStats(
+        study=config.study,
+        directions=directions,
+        n_trials=config.n_trials,
+        timeout=config.timeout,
+    )
+    record = SweepRecord.for_this_process()
+
+    def open_study() -> OpenStudy:
+        study = optuna.create_study(
+            study_name=config.study,
+            storage=storage,
+            sampler=sampler,
+            pruner=pruner,
+            directions=[optuna.study.StudyDirection[d.upper()] for d in directions],
+            load_if_exists=True,
+        )
+        study_id = storage.get_study_id_from_name(config.study)
+        register(storage, study_id, record)
+        for text in _recovery_notes(recover(study, storage, study_id)):
+            reporter.note(text, "warning")
+        stats.seed(study.get_trials(deepcopy=False))
+        return OpenStudy(study, storage, study_id, created=existing is None)
+
+    orchestrator = Orchestrator(
+        backend=backend,
+        open_study=open_study,
+        reporter=reporter,
+        stats=stats,
+        log_dir=log_dir,
+        n_trials=config.n_trials,
+        timeout=config.timeout,
+        trial_timeout=config.trial_timeout,
+    )
+    reporter.begin(
+        SweepInfo(
+            objective=objective.label,
+            study=config.study,
+            storage=opened_storage.description,
+            backend=config.backend,
+            parallel=parallel,
+            directions=directions,
+            sampler=type(sampler).__name__,
+            pruner=type(pruner).__name__,
+            n_trials=config.n_trials,
+            timeout=config.timeout,
+            log_dir=str(log_dir),
+        )
+    )
+    try:
+        for text in notes:
+            reporter.note(text, "warning")
+        if config.n_trials is None and config.timeout is None:
+            reporter.note("No --n-trials or --timeout given: running until Ctrl-C.")
+        study = _run(orchestrator, storage, record, config.study)
+        summary = None
+        if study is not None:
+            summary = _summary(
+                study, opened_storage.description, directions, stats, orchestrator, log_dir
+            )
+            reporter.end(summary)
+    finally:
+        reporter.close()
+    return SweepResult(
+        study=study,
+        summary=summary,
+        interrupted=orchestrator.interrupted,
+        stop_reason=orchestrator.stop_reason,
+    )
+
+
+def _run(
+    orchestrator: Orchestrator,
+    storage: optuna.storages.BaseStorage,
+    record: SweepRecord,
+    study_name: str,
+) -> optuna.Study | None:
+    """Run the loop; keep the storage as it was if a new study turns out to be misconfigured."""
+    try:
+        orchestrator.run()
+    except ConfigError:
+        opened = orchestrator.opened
+        if opened is not None and opened.created:
+            optuna.delete_study(study_name=study_name, storage=storage)
+        raise
+    finally:
+        opened = orchestrator.opened
+        if opened is not None and _study_exists(storage, study_name):
+            unregister(storage, opened.study_id, record)
+    return orchestrator.opened.study if orchestrator.opened else None
+
+
+def _make_backend(
+    objective: ObjectiveRef, config: SweepConfig, workdir: str | os.PathLike[str] | None
+) -> tuple[Backend, int]:
+    if config.backend == "local":
+        from sweeper.backends._local import LocalBackend, default_parallel
+
+        parallel = config.parallel or default_parallel()
+        backend = LocalBackend(objective, parallel, log_dir=log_dir_for(config.study, workdir))
+        return backend, parallel
+    raise ConfigError(
+        f"the {config.backend!r} backend is not available in this version; use --backend local."
+    )
+
+
+def _study_exists(storage: optuna.storages.BaseStorage, name: str) -> bool:
+    try:
+        storage.get_study_id_from_name(name)
+    except KeyError:
+        return False
+    return True
+
+
+def _recovery_notes(recovery: Recovery) -> list[str]:
+    notes = []
+    if recovery.failed:
+        notes.append(
+            f"{_numbers(recovery.failed)} left RUNNING by a sweep that stopped without "
+            "finishing (killed?): marked FAIL."
+        )
+    if recovery.requeued:
+        notes.append(
+            f"The parameters of interrupted {_numbers(recovery.requeued)} will run again first."
+        )
+    if recovery.left_running:
+        owners = ", ".join(f"pid {r.pid} on {r.host}" for r in recovery.active)
+        notes.append(
+            f"{_numbers(recovery.left_running)} RUNNING in another sweep of this study "
+            f"({owners}); left alone."
+        )
+    return notes
+
+
+def _numbers(numbers: list[int]) -> str:
+    shown = ", ".join(str(n) for n in numbers[:10])
+    more = f" and {len(numbers) - 10} more" if len(numbers) > 10 else ""
+    return f"trial{'s' if len(numbers) != 1 else ''} {shown}{more}"
+
+
+def _summary(
+    study: optuna.Study,
+    storage: str,
+    directions: tuple[str, ...],
+    stats: SweepStats,
+    orchestrator: Orchestrator,
+    log_dir: Path,
+) -> SweepSummary:
+    trials = study.get_trials(deepcopy=False)
+    counted = Counter(t.state.name for t in trials)
+    totals = {state: counted[state] for state in _STATE_ORDER if counted[state]}
+    best: list[BestTrial] = []
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if complete:
+        chosen = [study.best_trial] if len(directions) == 1 else study.best_trials
+        best = [BestTrial(t.number, tuple(t.values), dict(t.params)) for t in chosen]
+    return SweepSummary(
+        study=study.study_name,
+        storage=storage,
+        directions=directions,
+        elapsed=stats.snapshot().elapsed,
+        counts=dict(stats.counts),
+        totals=totals,
+        best=best,
+        stop_reason=orchestrator.stop_reason,
+        log_dir=str(log_dir),
+    )

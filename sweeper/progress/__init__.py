@@ -1,0 +1,15 @@
+"""What the person running a sweep sees: live progress, failures, the summary."""
+
+from __future__ import annotations
+
+from sweeper.progress._base import Reporter, SweepInfo, SweepSummary, status_line, summary_lines
+from sweeper.progress._plain import PlainReporter
+
+__all__ = [
+    "PlainReporter",
+    "Reporter",
+    "SweepInfo",
+    "SweepSummary",
+    "status_line",
+    "summary_lines",
+]

@@ -1,0 +1,191 @@
+"""What a sweep tells the person watching it, and the shared text of it."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sweeper.orchestrator._stats import FinishedTrial, Snapshot
+
+
+@dataclass(frozen=True)
+class SweepInfo:
+    """Shown once when the sweep starts."""
+
+    objective: str
+    study: str
+    storage: str
+    backend: str
+    parallel: int
+    directions: tuple[str, ...]
+    sampler: str
+    pruner: str
+    n_trials: int | None
+    timeout: float | None
+    log_dir: str
+    resumed_trials: int = 0
+
+
+@dataclass(frozen=True)
+class BestTrial:
+    number: int
+    values: tuple[float, ...]
+    params: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class SweepSummary:
+    """Shown when the sweep ends."""
+
+    study: str
+    storage: str
+    directions: tuple[str, ...]
+    elapsed: float
+    counts: dict[str, int]
+    totals: dict[str, int]
+    best: list[BestTrial] = field(default_factory=list)
+    stop_reason: str | None = None
+    log_dir: str | None = None
+
+
+class Reporter:
+    """Receives what happens in a sweep and shows it. The base class shows nothing.
+
+    Called from the orchestrator's thread only. ``update`` is called often (many times a
+    second); implementations throttle their own redrawing.
+    """
+
+    def begin(self, info: SweepInfo) -> None:
+        """The sweep starts."""
+
+    def note(self, text: str, level: str = "info") -> None:
+        """A message for the user: ``info``, ``warning`` or ``debug``."""
+
+    def trial_finished(self, trial: FinishedTrial, snapshot: Snapshot, new_best: bool) -> None:
+        """A trial was told to the study."""
+
+    def trial_failed(self, trial: FinishedTrial, first_of_kind: bool) -> None:
+        """A trial failed; ``first_of_kind`` is False when an earlier one failed the same way."""
+
+    def update(self, snapshot: Snapshot) -> None:
+        """The sweep's state, for live displays."""
+
+    def end(self, summary: SweepSummary) -> None:
+        """The sweep is over; show the summary."""
+
+    def close(self) -> None:
+        """Release the display; called on every exit path, after ``end`` if it was called."""
+
+
+def format_value(value: float) -> str:
+    if math.isinf(value) or value == 0:
+        return str(value)
+    magnitude = abs(value)
+    if 1e-3 <= magnitude < 1e6:
+        return f"{value:.6g}"
+    return f"{value:.4e}"
+
+
+def format_values(values: tuple[float, ...]) -> str:
+    return ", ".join(format_value(v) for v in values)
+
+
+def format_params(params: dict[str, Any], limit: int = 6) -> str:
+    items = [f"{k}={_param(v)}" for k, v in params.items()]
+    if len(items) > limit:
+        items = [*items[:limit], f"... (+{len(items) - limit})"]
+    return " ".join(items)
+
+
+def format_duration(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s"
+
+
+def status_line(s: Snapshot) -> str:
+    """One line with counts, best so far and time, e.g. for logs and terminal titles."""
+    total = f"/{s.n_trials}" if s.n_trials else ""
+    parts = [
+        f"{s.finished}{total} done",
+        f"{s.complete} complete",
+        f"{s.pruned} pruned",
+        f"{s.failed} failed",
+        f"{s.running} running",
+    ]
+    best = best_text(s)
+    if best:
+        parts.append(best)
+    parts.append(f"elapsed {format_duration(s.elapsed)}")
+    if s.timeout:
+        parts.append(f"timeout in {format_duration(s.timeout - s.elapsed)}")
+    return " | ".join(parts)
+
+
+def short_status(s: Snapshot) -> str:
+    """Counts and best so far in a few words, for the end of a log line."""
+    total = f"/{s.n_trials}" if s.n_trials else ""
+    best = best_text(s)
+    return (
+        f"{s.finished}{total} done ({s.complete} complete, {s.pruned} pruned, {s.failed} failed)"
+        + (f", {best}" if best else "")
+    )
+
+
+def best_text(s: Snapshot) -> str | None:
+    if len(s.directions) > 1:
+        return f"Pareto front {s.pareto_size}" if s.pareto_size else None
+    if s.best_values is None:
+        return None
+    return f"best {format_value(s.best_values[0])} (trial {s.best_number})"
+
+
+def summary_lines(summary: SweepSummary) -> list[str]:
+    counts = summary.counts
+    ran = sum(counts.values())
+    lines = [
+        f"Study {summary.study!r}: {ran} trial{'s' if ran != 1 else ''} in "
+        f"{format_duration(summary.elapsed)}: {counts.get('COMPLETE', 0)} complete, "
+        f"{counts.get('PRUNED', 0)} pruned, {counts.get('FAIL', 0)} failed."
+    ]
+    if summary.stop_reason:
+        lines.append(f"Stopped early: {summary.stop_reason}.")
+    if len(summary.directions) == 1:
+        if summary.best:
+            best = summary.best[0]
+            lines.append(
+                f"Best value {format_value(best.values[0])} ({summary.directions[0]}) "
+                f"from trial {best.number}:"
+            )
+            width = max((len(k) for k in best.params), default=0)
+            lines.extend(f"    {k.ljust(width)} = {_param(v)}" for k, v in best.params.items())
+        else:
+            lines.append("No trial has completed yet, so there is no best value.")
+    elif summary.best:
+        lines.append(f"Pareto front ({', '.join(summary.directions)}): {len(summary.best)} trials")
+        for best in summary.best[:10]:
+            lines.append(
+                f"    trial {best.number}: values {format_values(best.values)}; "
+                f"{format_params(best.params)}"
+            )
+        if len(summary.best) > 10:
+            lines.append(f"    ... and {len(summary.best) - 10} more (python -m sweeper best)")
+    else:
+        lines.append("No trial has completed yet, so there is no Pareto front.")
+    total = sum(summary.totals.values())
+    parts = ", ".join(f"{n} {s.lower()}" for s, n in summary.totals.items() if n)
+    lines.append(f"Stored in {summary.storage} (the study has {total} trials: {parts}).")
+    if summary.log_dir and counts.get("FAIL"):
+        lines.append(f"Trial output and tracebacks: {summary.log_dir}")
+    return lines
+
+
+def _param(value: Any) -> str:
+    return format_value(value) if isinstance(value, float) else repr(value)

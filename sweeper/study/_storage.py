@@ -1,0 +1,141 @@
+"""Open the Optuna storage a sweep lives in, and the study inside it."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+from optuna.storages import BaseStorage
+
+from sweeper._errors import StorageError
+
+HOME = ".sweeper"
+"""Sweeper's folder in the working directory: the default journal, trial logs, Aim repo."""
+DEFAULT_JOURNAL = "optuna.journal"
+
+
+def home(workdir: str | os.PathLike[str] | None = None) -> Path:
+    """The ``.sweeper`` folder of ``workdir`` (default: the current directory)."""
+    return Path(workdir or os.getcwd()) / HOME
+
+
+@dataclass(frozen=True)
+class OpenedStorage:
+    storage: BaseStorage
+    description: str
+    """How to show the storage to the user (a path or a URL without its password)."""
+    url: str | None
+    """What to pass as --storage to reach it again, or None for the default."""
+
+
+def open_storage(spec: str | None, workdir: str | os.PathLike[str] | None = None) -> OpenedStorage:
+    """Open ``spec``: a database URL, a ``redis://`` URL or a journal file path.
+
+    ``None`` means the default journal file ``.sweeper/optuna.journal`` under ``workdir``.
+    """
+    if spec is None:
+        path = home(workdir) / DEFAULT_JOURNAL
+        return OpenedStorage(_journal(path), _relative(path), None)
+    if "://" not in spec:
+        path = Path(spec).expanduser()
+        if path.is_dir():
+            raise StorageError(
+                f"--storage {spec} is a directory. Give a journal file path inside it "
+                f"(for example {Path(spec) / DEFAULT_JOURNAL}) or a database URL."
+            )
+        if _is_sqlite_file(path):
+            return _database(f"sqlite:///{path.resolve()}", spec)
+        return OpenedStorage(_journal(path), _relative(path), spec)
+    scheme = spec.split("://", 1)[0].lower()
+    if scheme.startswith("redis"):
+        return _redis(spec)
+    return _database(spec, spec)
+
+
+def _journal(path: Path) -> BaseStorage:
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(path)))
+    except OSError as error:
+        raise StorageError(
+            f"cannot use {path} as the study journal: {error.strerror or error}. "
+            "Choose a writable path with --storage."
+        ) from None
+
+
+def _redis(url: str) -> OpenedStorage:
+    from optuna.storages.journal import JournalRedisBackend, JournalStorage
+
+    try:
+        backend = JournalRedisBackend(url)
+    except ImportError:
+        raise StorageError(
+            f"--storage {_hide_password(url)} needs the redis package: pip install redis"
+        ) from None
+    return OpenedStorage(JournalStorage(backend), _hide_password(url), url)
+
+
+def _database(url: str, given: str) -> OpenedStorage:
+    import sqlalchemy.exc
+
+    try:
+        storage = optuna.storages.RDBStorage(url)
+    except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.NoSuchModuleError):
+        raise StorageError(
+            f"--storage {_hide_password(given)} is not a storage URL sweeper can open. Use a "
+            "database URL such as sqlite:///sweeps.db or postgresql://user@host/db, or a "
+            "journal file path such as .sweeper/optuna.journal."
+        ) from None
+    except ImportError as error:
+        raise StorageError(
+            f"--storage {_hide_password(given)} needs a database driver that is not "
+            f"installed ({error}). Install it, or use a journal file path."
+        ) from None
+    except (sqlalchemy.exc.SQLAlchemyError, OSError) as error:
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error)
+        raise StorageError(
+            f"cannot open --storage {_hide_password(given)}: {detail}. Check that the "
+            "database is reachable and the URL is right."
+        ) from None
+    return OpenedStorage(optuna.storages._CachedStorage(storage), _hide_password(given), given)
+
+
+def _is_sqlite_file(path: Path) -> bool:
+    try:
+        with path.open("rb") as file:
+            return file.read(16) == b"SQLite format 3\x00"
+    except OSError:
+        return False
+
+
+def _hide_password(url: str) -> str:
+    if "://" not in url or "@" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    credentials, host = rest.rsplit("@", 1)
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in credentials else url
+
+
+def _relative(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def existing_directions(storage: BaseStorage, study_name: str) -> tuple[str, ...] | None:
+    """The directions of ``study_name`` in ``storage``, or None if there is no such study."""
+    try:
+        study_id = storage.get_study_id_from_name(study_name)
+    except KeyError:
+        return None
+    return tuple(d.name.lower() for d in storage.get_study_directions(study_id))
+
+
+def study_names(storage: BaseStorage) -> list[str]:
+    return [s.study_name for s in storage.get_all_studies()]

@@ -1,0 +1,88 @@
+"""What travels between the orchestrator and a worker.
+
+All of these are small, picklable values. A worker never raises across the wire: whatever
+happens to a trial comes back as a :class:`TrialResult` that carries its trial number.
+"""
+
+from __future__ import annotations
+
+import datetime
+import pickle
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from optuna.distributions import BaseDistribution
+
+ResultState = Literal["COMPLETE", "PRUNED", "FAIL"]
+
+
+@dataclass(frozen=True, slots=True)
+class TrialSpec:
+    """Everything a worker needs to run one trial.
+
+    ``fixed_params`` (from :meth:`optuna.Study.enqueue_trial` or a retry) and
+    ``relative_params`` (sampled up front by the sampler over ``relative_search_space``)
+    let :class:`~sweeper.trial.RemoteTrial` answer those ``suggest_*`` calls without a
+    round trip; every other suggestion is asked of the orchestrator.
+    """
+
+    number: int
+    study_name: str
+    directions: tuple[str, ...]
+    fixed_params: dict[str, Any] = field(default_factory=dict)
+    relative_params: dict[str, Any] = field(default_factory=dict)
+    relative_search_space: dict[str, BaseDistribution] = field(default_factory=dict)
+    user_attrs: dict[str, Any] = field(default_factory=dict)
+    datetime_start: datetime.datetime | None = None
+    log_path: str | None = None
+    attempt: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """A method call on the orchestrator's live ``optuna.Trial`` (or its study).
+
+    ``seq`` numbers the calls of one trial attempt from 1, so the orchestrator can apply them
+    in order, drop duplicates from a restarted attempt, and know when it has seen them all.
+    """
+
+    number: int
+    seq: int
+    method: str
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    wants_reply: bool = False
+    attempt: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """The answer to a :class:`Call` that asked for one."""
+
+    number: int
+    seq: int
+    value: Any = None
+    error: BaseException | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TrialResult:
+    """How a trial ended, as seen by the worker (or by the backend, for a lost worker)."""
+
+    number: int
+    state: ResultState
+    values: tuple[float, ...] | None = None
+    reason: str | None = None
+    traceback: str | None = None
+    duration: float = 0.0
+    n_calls: int = 0
+    attempt: int = 0
+
+
+def picklable_error(error: BaseException) -> BaseException:
+    """Return ``error`` if it survives a pickle round trip, else a RuntimeError with its text."""
+    try:
+        pickle.loads(pickle.dumps(error))
+    except Exception:
+        return RuntimeError(f"{type(error).__name__}: {error}")
+    return error

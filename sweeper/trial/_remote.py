@@ -1,0 +1,290 @@
+"""The trial object an objective receives in a worker."""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import json
+import math
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalChoiceType,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+    check_distribution_compatibility,
+)
+from optuna.trial import BaseTrial
+
+from sweeper.channel._base import TrialChannel
+from sweeper.trial._messages import TrialSpec
+
+# Attributes of the study that an objective may read through ``trial.study``.
+STUDY_ATTRIBUTES = frozenset(
+    {
+        "best_params",
+        "best_trial",
+        "best_trials",
+        "best_value",
+        "direction",
+        "directions",
+        "study_name",
+        "trials",
+        "user_attrs",
+    }
+)
+
+
+class RemoteTrial(BaseTrial):
+    """Behaves like :class:`optuna.Trial`, inside a worker.
+
+    Suggestions that the orchestrator could decide up front (enqueued or retried
+    parameters, and those the sampler samples jointly) travel with the trial and are answered
+    here; the orchestrator is told about them without waiting. Every other suggestion,
+    ``should_prune`` and ``trial.study`` are answered by the orchestrator, against the real
+    ``optuna.Trial`` and the study's sampler and pruner. Asking for the same name twice
+    returns the first value, as in Optuna.
+
+    Not thread-safe, like :class:`optuna.Trial`: use it from the objective's thread.
+    """
+
+    def __init__(self, spec: TrialSpec, channel: TrialChannel) -> None:
+        self._spec = spec
+        self._channel = channel
+        self._params: dict[str, Any] = {}
+        self._distributions: dict[str, BaseDistribution] = {}
+        self._user_attrs: dict[str, Any] = dict(spec.user_attrs)
+        self._constraints: dict[str, float] = {}
+        self._steps: set[int] = set()
+        self._study = _StudyProxy(spec, channel)
+
+    # -- identity -----------------------------------------------------------------------
+
+    @property
+    def number(self) -> int:
+        """The trial's number in its study."""
+        return self._spec.number
+
+    @property
+    def study(self) -> _StudyProxy:
+        """A read-only view of the study (name, directions, best trial, attributes)."""
+        return self._study
+
+    @property
+    def datetime_start(self) -> datetime.datetime | None:
+        return self._spec.datetime_start
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return copy.deepcopy(self._params)
+
+    @property
+    def distributions(self) -> dict[str, BaseDistribution]:
+        return copy.deepcopy(self._distributions)
+
+    @property
+    def user_attrs(self) -> dict[str, Any]:
+        return copy.deepcopy(self._user_attrs)
+
+    @property
+    def relative_params(self) -> dict[str, Any]:
+        return dict(self._spec.relative_params)
+
+    @property
+    def constraints(self) -> dict[str, float]:
+        return dict(self._constraints)
+
+    # -- suggestions --------------------------------------------------------------------
+
+    def suggest_float(
+        self,
+        name: str,
+        low: float,
+        high: float,
+        *,
+        step: float | None = None,
+        log: bool = False,
+    ) -> float:
+        distribution = FloatDistribution(low, high, log=log, step=step)
+        kwargs = {"step": step, "log": log}
+        return float(self._suggest("suggest_float", name, distribution, (low, high), kwargs))
+
+    def suggest_uniform(self, name: str, low: float, high: float) -> float:
+        _warn_deprecated("suggest_uniform", "suggest_float(..., low, high)")
+        return self.suggest_float(name, low, high)
+
+    def suggest_loguniform(self, name: str, low: float, high: float) -> float:
+        _warn_deprecated("suggest_loguniform", "suggest_float(..., log=True)")
+        return self.suggest_float(name, low, high, log=True)
+
+    def suggest_discrete_uniform(self, name: str, low: float, high: float, q: float) -> float:
+        _warn_deprecated("suggest_discrete_uniform", "suggest_float(..., step=...)")
+        return self.suggest_float(name, low, high, step=q)
+
+    def suggest_int(
+        self, name: str, low: int, high: int, *, step: int = 1, log: bool = False
+    ) -> int:
+        distribution = IntDistribution(low=low, high=high, log=log, step=step)
+        kwargs = {"step": step, "log": log}
+        return int(self._suggest("suggest_int", name, distribution, (low, high), kwargs))
+
+    def suggest_categorical(  # type: ignore[override]
+        self, name: str, choices: Sequence[CategoricalChoiceType]
+    ) -> CategoricalChoiceType:
+        distribution = CategoricalDistribution(choices=choices)
+        value: CategoricalChoiceType = self._suggest(
+            "suggest_categorical", name, distribution, (tuple(choices),), {}
+        )
+        return value
+
+    def _suggest(
+        self,
+        method: str,
+        name: str,
+        distribution: BaseDistribution,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        if name in self._distributions:
+            check_distribution_compatibility(self._distributions[name], distribution)
+            if self._distributions[name] != distribution:
+                warnings.warn(
+                    f'Inconsistent parameter values for distribution with name "{name}"! '
+                    "Optuna uses the values of the first call and ignores the rest: "
+                    f"{self._distributions[name]._asdict()}",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+            return self._params[name]
+        spec = self._spec
+        if name in spec.fixed_params:
+            value = spec.fixed_params[name]
+            self._channel.notify(method, name, *args, **kwargs)
+        elif self._is_relative(name, distribution):
+            value = spec.relative_params[name]
+            self._channel.notify(method, name, *args, **kwargs)
+        else:
+            value = self._channel.request(method, name, *args, **kwargs)
+        self._params[name] = value
+        self._distributions[name] = distribution
+        return value
+
+    def _is_relative(self, name: str, distribution: BaseDistribution) -> bool:
+        # Mirrors optuna.Trial._is_relative_param, so the orchestrator's replay of this call
+        # lands on the same value.
+        spec = self._spec
+        if name not in spec.relative_params or name not in spec.relative_search_space:
+            return False
+        check_distribution_compatibility(spec.relative_search_space[name], distribution)
+        try:
+            internal = distribution.to_internal_repr(spec.relative_params[name])
+            return bool(distribution._contains(internal))
+        except Exception:
+            return False
+
+    # -- pruning and attributes ---------------------------------------------------------
+
+    def report(self, value: float, step: int) -> None:
+        if len(self._spec.directions) > 1:
+            raise NotImplementedError(
+                "Trial.report is not supported for multi-objective optimization."
+            )
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            raise TypeError(
+                f"The `value` argument is of type '{type(value)}' but supposed to be a float."
+            ) from None
+        try:
+            step = int(step)
+        except (TypeError, ValueError):
+            raise TypeError(
+                f"The `step` argument is of type '{type(step)}' but supposed to be an int."
+            ) from None
+        if step < 0:
+            raise ValueError(f"`{step=}` must be non-negative.")
+        if step in self._steps:
+            warnings.warn(
+                f"The reported value is ignored because this `{step=}` is already reported.",
+                UserWarning,
+                stacklevel=2,
+            )
+            return
+        self._steps.add(step)
+        self._channel.notify("report", value, step)
+
+    def should_prune(self) -> bool:
+        if len(self._spec.directions) > 1:
+            raise NotImplementedError(
+                "Trial.should_prune is not supported for multi-objective optimization."
+            )
+        return bool(self._channel.request("should_prune"))
+
+    def set_user_attr(self, key: str, value: Any) -> None:
+        _check_json("set_user_attr", key, value)
+        self._user_attrs[key] = copy.deepcopy(value)
+        self._channel.notify("set_user_attr", key, value)
+
+    def set_constraint(self, key: str, value: float) -> None:
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            raise TypeError(
+                f"The `value` argument is of type '{type(value)}' but supposed to be a float."
+            ) from None
+        if math.isnan(value):
+            raise ValueError(f"Attempted to set a constraint for {key!r}, but NaN is not allowed.")
+        if key in self._constraints:
+            warnings.warn(
+                "The constraint value is ignored because this constraint "
+                f"`{key=}` is already set.",
+                UserWarning,
+                stacklevel=2,
+            )
+            return
+        self._constraints[key] = value
+        self._channel.notify("set_constraint", key, value)
+
+    def __repr__(self) -> str:
+        return f"RemoteTrial(number={self.number}, params={self._params!r})"
+
+
+class _StudyProxy:
+    """``trial.study`` inside a worker: reads a few study attributes from the orchestrator."""
+
+    def __init__(self, spec: TrialSpec, channel: TrialChannel) -> None:
+        self._spec = spec
+        self._channel = channel
+
+    @property
+    def study_name(self) -> str:
+        return self._spec.study_name
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in STUDY_ATTRIBUTES:
+            raise AttributeError(
+                f"`trial.study.{name}` is not available inside a sweeper worker; "
+                f"readable attributes: {', '.join(sorted(STUDY_ATTRIBUTES))}."
+            )
+        return self._channel.request("study_attribute", name)
+
+
+def _check_json(method: str, key: str, value: Any) -> None:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError) as error:
+        raise TypeError(
+            f"trial.{method}({key!r}, ...): the value must be JSON serializable ({error})."
+        ) from None
+
+
+def _warn_deprecated(old: str, new: str) -> None:
+    warnings.warn(
+        f"{old} has been deprecated in Optuna v3.0.0; use {new} instead.",
+        FutureWarning,
+        stacklevel=3,
+    )
