@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sweeper._logging import get_logger
-from sweeper.trial._messages import Call, Reply, TrialResult, TrialSpec
+from sweeper.channel._messages import Call, Reply
+from sweeper.trial._messages import TrialResult, TrialSpec
 
 logger = get_logger(__name__)
 

@@ -20,8 +20,9 @@ from sweeper._errors import BackendError
 from sweeper._logging import get_logger
 from sweeper.backends._base import Backend, Event, LoadFailed, Notice
 from sweeper.backends._local_worker import Failed, Init, Ready, Stop
+from sweeper.channel._messages import Reply
 from sweeper.objective._ref import ObjectiveRef
-from sweeper.trial._messages import Reply, TrialResult, TrialSpec
+from sweeper.trial._messages import TrialResult, TrialSpec
 
 logger = get_logger(__name__)
 

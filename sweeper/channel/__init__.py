@@ -3,5 +3,6 @@
 from __future__ import annotations
 
 from sweeper.channel._base import ChannelClosed, Transport, TrialChannel
+from sweeper.channel._messages import Call, Reply
 
-__all__ = ["ChannelClosed", "Transport", "TrialChannel"]
+__all__ = ["Call", "ChannelClosed", "Reply", "Transport", "TrialChannel"]

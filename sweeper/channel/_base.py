@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sweeper._errors import SweeperError
-from sweeper.trial._messages import Call, Reply
+from sweeper.channel._messages import Call, Reply
 
 
 class ChannelClosed(SweeperError):

@@ -25,7 +25,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line and exit status 2."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}. See {self.prog} --help.\n")
+        self.exit(EXIT_USAGE, f"error: {message}. See {self.prog} --help.\n")
 
 
 def _add_study_arguments(parser: argparse.ArgumentParser) -> None:

@@ -63,7 +63,7 @@ def read_objective_file(
     name = function or settings.get("objective") or inferred_function or DEFAULT_FUNCTION
     if not isinstance(name, str):
         raise ObjectiveError(f"{file}: SWEEP['objective'] must be a function name (a string).")
-    _check_function(tree, file, name, explicit=function is not None)
+    _check_function(tree, file, name)
     settings.pop("objective", None)
     return ObjectiveFile(
         path=file.resolve(),
@@ -208,7 +208,7 @@ def _component(node: ast.expr, kind: str, notes: list[str]) -> tuple[str, dict[s
     return (name or ""), arguments
 
 
-def _check_function(tree: ast.Module, file: Path, name: str, *, explicit: bool) -> None:
+def _check_function(tree: ast.Module, file: Path, name: str) -> None:
     definitions: dict[str, ast.stmt] = {}
     for statement in tree.body:
         for bound in _bound_names(statement):
@@ -220,8 +220,7 @@ def _check_function(tree: ast.Module, file: Path, name: str, *, explicit: bool) 
         )
         listed = f" Functions defined there: {', '.join(functions)}." if functions else ""
         fix = "Pick one with --objective NAME." if functions else "Define objective(trial)."
-        what = "the function" if explicit else "a function"
-        raise ObjectiveError(f"{file} has no {what} `{name}`.{listed} {fix}")
+        raise ObjectiveError(f"{file} has no function `{name}`.{listed} {fix}")
     if isinstance(node, ast.AsyncFunctionDef):
         raise ObjectiveError(
             f"{file}:{node.lineno}: `{name}` is an async function; the objective must be a "

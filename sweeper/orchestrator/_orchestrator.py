@@ -18,6 +18,7 @@ from optuna.trial import TrialState
 from sweeper._errors import ConfigError, ObjectiveError, SweeperError
 from sweeper._logging import get_logger
 from sweeper.backends._base import Backend, LoadFailed, Notice
+from sweeper.channel._messages import Call, Reply
 from sweeper.orchestrator._stats import FinishedTrial, SweepStats
 from sweeper.progress._base import Reporter
 from sweeper.study._recovery import (
@@ -26,7 +27,7 @@ from sweeper.study._recovery import (
     LOG_KEY,
     RETRY_OF_KEY,
 )
-from sweeper.trial._messages import Call, Reply, TrialResult, TrialSpec
+from sweeper.trial._messages import TrialResult, TrialSpec, picklable_error
 from sweeper.trial._remote import STUDY_ATTRIBUTES
 
 logger = get_logger(__name__)
@@ -215,21 +216,7 @@ class Orchestrator:
         self._stats.running = len(self._backend.running)
 
     def _spec(self, live: optuna.Trial) -> TrialSpec:
-        assert self._opened is not None
-        study = self._opened.study
-        relative_params = live.relative_params  # samples jointly-sampled params now
-        frozen = live._cached_frozen_trial  # what ask() read; no extra storage round trip
-        return TrialSpec(
-            number=live.number,
-            study_name=study.study_name,
-            directions=self._stats.directions,
-            fixed_params=dict(live._fixed_params),
-            relative_params=dict(relative_params),
-            relative_search_space=dict(live.relative_search_space or {}),
-            user_attrs=dict(frozen.user_attrs),
-            datetime_start=live.datetime_start,
-            log_path=str(self._log_path(live.number)),
-        )
+        return build_spec(live, log_path=str(self._log_path(live.number)))
 
     def _log_path(self, number: int) -> Path:
         return self._log_dir / f"trial-{number}.log"
@@ -258,29 +245,10 @@ class Orchestrator:
 
     def _on_call(self, call: Call) -> None:
         live = self._live.get(call.number)
-        if live is None:
-            return
-        try:
-            if call.method == "study_attribute":
-                value = self._study_attribute(call.args[0])
-            elif call.method in TRIAL_METHODS:
-                value = getattr(live, call.method)(*call.args, **call.kwargs)
-            else:
-                raise AttributeError(f"trial.{call.method} cannot be called from a worker")
-        except Exception as error:
-            if call.wants_reply:
-                self._backend.reply(Reply(call.number, call.seq, error=error))
-            else:
-                logger.warning("trial %d: %s failed: %s", call.number, call.method, error)
-            return
-        if call.wants_reply:
-            self._backend.reply(Reply(call.number, call.seq, value=value))
-
-    def _study_attribute(self, name: str) -> Any:
-        assert self._opened is not None
-        if name not in STUDY_ATTRIBUTES:
-            raise AttributeError(f"study.{name} is not readable from a worker")
-        return getattr(self._opened.study, name)
+        if live is not None:
+            reply = answer_call(call, live)
+            if reply is not None:
+                self._backend.reply(reply)
 
     def _on_result(self, result: TrialResult) -> None:
         assert self._opened is not None
@@ -307,8 +275,8 @@ class Orchestrator:
         )
         self._stats.running = len(self._backend.running)
         new_best = self._stats.record(finished)
-        if state == "FAIL" and not interrupted and not reason_is_stop(reason):
-            key = reason or ""
+        if state == "FAIL" and not interrupted and self._abort is None:
+            key = _failure_kind(reason, trace)
             first = key not in self._seen_failures
             self._seen_failures.add(key)
             self._reporter.trial_failed(finished, first)
@@ -417,5 +385,51 @@ class Orchestrator:
                 signal.signal(signum, handler)
 
 
-def reason_is_stop(reason: str | None) -> bool:
-    return reason is not None and reason.startswith("stopped: ")
+def build_spec(live: optuna.Trial, log_path: str | None = None) -> TrialSpec:
+    """The spec of a trial just asked for: what the sampler decided up front travels with it."""
+    relative_params = live.relative_params  # samples the jointly sampled parameters now
+    frozen = live._cached_frozen_trial  # what ask() read; no extra storage round trip
+    return TrialSpec(
+        number=live.number,
+        study_name=live.study.study_name,
+        directions=tuple(d.name.lower() for d in live.study.directions),
+        fixed_params=dict(live._fixed_params),
+        relative_params=dict(relative_params),
+        relative_search_space=dict(live.relative_search_space or {}),
+        user_attrs=dict(frozen.user_attrs),
+        datetime_start=live.datetime_start,
+        log_path=log_path,
+    )
+
+
+def answer_call(call: Call, live: optuna.Trial) -> Reply | None:
+    """Apply a worker's call to the live trial; the reply, if the worker waits for one.
+
+    An error is sent back to be raised in the objective; an error in a call the worker does
+    not wait for is logged (the worker checked its arguments already, as Optuna would).
+    """
+    try:
+        if call.method == "study_attribute":
+            name = call.args[0]
+            if name not in STUDY_ATTRIBUTES:
+                raise AttributeError(f"study.{name} is not readable from a worker")
+            value = getattr(live.study, name)
+        elif call.method in TRIAL_METHODS:
+            value = getattr(live, call.method)(*call.args, **call.kwargs)
+        else:
+            raise AttributeError(f"trial.{call.method} cannot be called from a worker")
+    except Exception as error:
+        if call.wants_reply:
+            return Reply(call.number, call.seq, error=picklable_error(error))
+        logger.warning("trial %d: %s failed: %s", call.number, call.method, error)
+        return None
+    return Reply(call.number, call.seq, value=value) if call.wants_reply else None
+
+
+def _failure_kind(reason: str | None, trace: str | None) -> str:
+    """Failures of the same kind: the same exception type raised from the same line."""
+    if trace:
+        frames = [line.strip() for line in trace.splitlines() if line.startswith("  File ")]
+        kind = (reason or "").split(":", 1)[0]
+        return f"{kind} at {frames[-1] if frames else ''}"
+    return reason or ""

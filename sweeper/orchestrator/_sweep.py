@@ -99,6 +99,25 @@ def sweep(
         )
         study_id = storage.get_study_id_from_name(config.study)
         register(storage, study_id, record)
+        reporter.begin(
+            SweepInfo(
+                objective=objective.label,
+                study=config.study,
+                storage=opened_storage.description,
+                backend=config.backend,
+                parallel=parallel,
+                directions=directions,
+                sampler=type(sampler).__name__,
+                pruner=type(pruner).__name__,
+                n_trials=config.n_trials,
+                timeout=config.timeout,
+                log_dir=str(log_dir),
+            )
+        )
+        for text in notes:
+            reporter.note(text, "warning")
+        if config.n_trials is None and config.timeout is None:
+            reporter.note("No --n-trials or --timeout given: running until Ctrl-C.")
         for text in _recovery_notes(recover(study, storage, study_id)):
             reporter.note(text, "warning")
         stats.seed(study.get_trials(deepcopy=False))
@@ -114,26 +133,7 @@ def sweep(
         timeout=config.timeout,
         trial_timeout=config.trial_timeout,
     )
-    reporter.begin(
-        SweepInfo(
-            objective=objective.label,
-            study=config.study,
-            storage=opened_storage.description,
-            backend=config.backend,
-            parallel=parallel,
-            directions=directions,
-            sampler=type(sampler).__name__,
-            pruner=type(pruner).__name__,
-            n_trials=config.n_trials,
-            timeout=config.timeout,
-            log_dir=str(log_dir),
-        )
-    )
     try:
-        for text in notes:
-            reporter.note(text, "warning")
-        if config.n_trials is None and config.timeout is None:
-            reporter.note("No --n-trials or --timeout given: running until Ctrl-C.")
         study = _run(orchestrator, storage, record, config.study)
         summary = None
         if study is not None:

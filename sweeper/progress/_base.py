@@ -80,12 +80,12 @@ class Reporter:
 
 
 def format_value(value: float) -> str:
-    if math.isinf(value) or value == 0:
-        return str(value)
+    """A float in at most about 7 significant digits, still recognisable as a float."""
+    if math.isinf(value) or math.isnan(value) or value == 0:
+        return str(float(value))
     magnitude = abs(value)
-    if 1e-3 <= magnitude < 1e6:
-        return f"{value:.6g}"
-    return f"{value:.4e}"
+    text = f"{value:.6g}" if 1e-3 <= magnitude < 1e6 else f"{value:.4e}"
+    return text if any(c in text for c in ".e") else text + ".0"
 
 
 def format_values(values: tuple[float, ...]) -> str:

@@ -54,15 +54,19 @@ class TerminalReporter(Reporter):
             + (", ".join(budget) if budget else "until Ctrl-C"),
             highlight=False,
         )
-        self._live = Live(
-            Text(""),
-            console=self._console,
-            refresh_per_second=4,
-            transient=True,
-            redirect_stdout=True,
-            redirect_stderr=True,
-        )
-        self._live.start()
+        self._ensure_live()
+
+    def _ensure_live(self) -> None:
+        if self._live is None:
+            self._live = Live(
+                Text(""),
+                console=self._console,
+                refresh_per_second=4,
+                transient=True,
+                redirect_stdout=True,
+                redirect_stderr=True,
+            )
+            self._live.start()
 
     def note(self, text: str, level: str = "info") -> None:
         if level == "debug" and not self._verbose:
@@ -97,6 +101,7 @@ class TerminalReporter(Reporter):
 
     def update(self, snapshot: Snapshot) -> None:
         self._snapshot = snapshot
+        self._ensure_live()
         self._refresh()
 
     def _refresh(self) -> None:

@@ -7,10 +7,10 @@ from sweeper.study._recovery import Recovery, SweepRecord, recover
 from sweeper.study._storage import OpenedStorage, home, open_storage
 
 __all__ = [
-    "PRUNERS",
-    "SAMPLERS",
     "OpenedStorage",
+    "PRUNERS",
     "Recovery",
+    "SAMPLERS",
     "SweepRecord",
     "home",
     "make_pruner",

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from sweeper.trial._messages import Call, Reply, TrialResult, TrialSpec
+from sweeper.trial._messages import TrialResult, TrialSpec
 from sweeper.trial._remote import RemoteTrial
 from sweeper.trial._runner import run_trial, to_values
 
-__all__ = ["Call", "RemoteTrial", "Reply", "TrialResult", "TrialSpec", "run_trial", "to_values"]
+__all__ = ["RemoteTrial", "TrialResult", "TrialSpec", "run_trial", "to_values"]

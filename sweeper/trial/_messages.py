@@ -1,4 +1,5 @@
-"""What travels between the orchestrator and a worker.
+"""What travels between the orchestrator and a worker about a trial (the channel's own
+messages, calls and replies, are in :mod:`sweeper.channel`).
 
 All of these are small, picklable values. A worker never raises across the wire: whatever
 happens to a trial comes back as a :class:`TrialResult` that carries its trial number.
@@ -36,33 +37,6 @@ class TrialSpec:
     datetime_start: datetime.datetime | None = None
     log_path: str | None = None
     attempt: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class Call:
-    """A method call on the orchestrator's live ``optuna.Trial`` (or its study).
-
-    ``seq`` numbers the calls of one trial attempt from 1, so the orchestrator can apply them
-    in order, drop duplicates from a restarted attempt, and know when it has seen them all.
-    """
-
-    number: int
-    seq: int
-    method: str
-    args: tuple[Any, ...] = ()
-    kwargs: dict[str, Any] = field(default_factory=dict)
-    wants_reply: bool = False
-    attempt: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class Reply:
-    """The answer to a :class:`Call` that asked for one."""
-
-    number: int
-    seq: int
-    value: Any = None
-    error: BaseException | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,33 @@
+"""The messages of the trial channel: calls on the orchestrator's live trial, and replies."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """A method call on the orchestrator's live ``optuna.Trial`` (or its study).
+
+    ``seq`` numbers the calls of one trial attempt from 1, so the orchestrator can apply them
+    in order, drop duplicates from a restarted attempt, and know when it has seen them all.
+    """
+
+    number: int
+    seq: int
+    method: str
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    wants_reply: bool = False
+    attempt: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """The answer to a :class:`Call` that asked for one."""
+
+    number: int
+    seq: int
+    value: Any = None
+    error: BaseException | None = None

@@ -1,0 +1,139 @@
+"""Interruptions: kill -9 of the orchestrator, Ctrl-C once and twice, and resuming after."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable
+
+import psutil
+from conftest import Project, states
+from optuna.trial import TrialState
+
+SLOW = """
+import time
+
+def objective(trial):
+    x = trial.suggest_float("x", 0, 1)
+    for step in range(4):
+        time.sleep({step_seconds})
+        trial.report(x + step, step)
+    return x
+"""
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting")
+        time.sleep(0.05)
+
+
+def _count(project: Project, state: TrialState) -> int:
+    if "slow" not in project.study_names():
+        return 0
+    return sum(t.state == state for t in project.study("slow").get_trials(deepcopy=False))
+
+
+def test_kill_9_loses_nothing_and_the_next_run_reruns_interrupted_trials(project: Project) -> None:
+    project.write("slow.py", SLOW.format(step_seconds=0.1))
+    process = project.start("run", "slow.py", "-n", "40", "-p", "2", "--pruner", "none")
+    _wait_for(
+        lambda: (
+            _count(project, TrialState.COMPLETE) >= 3 and _count(project, TrialState.RUNNING) == 2
+        )
+    )
+    workers = psutil.Process(process.pid).children()
+    assert len(workers) == 2
+    process.kill()
+    process.wait()
+    # The workers notice and exit; no orphan keeps training.
+    _, alive = psutil.wait_procs(workers, timeout=10)
+    assert not alive
+
+    before = {t.number: t for t in project.study("slow").trials}
+    interrupted = [n for n, t in before.items() if t.state == TrialState.RUNNING]
+    finished = {n: t for n, t in before.items() if t.state == TrialState.COMPLETE}
+    assert 1 <= len(interrupted) <= 2  # a slot may have been between tell and ask
+
+    result = project.sweeper("run", "slow.py", "-n", "4", "-p", "2", "--pruner", "none")
+    assert result.returncode == 0, result.stderr
+    assert "left RUNNING by a sweep that stopped" in result.stderr
+    after = {t.number: t for t in project.study("slow").trials}
+    for number, trial in finished.items():  # nothing finished was lost or changed
+        assert after[number].state == TrialState.COMPLETE
+        assert after[number].values == trial.values
+        assert after[number].intermediate_values == trial.intermediate_values
+    for number in interrupted:
+        assert after[number].state == TrialState.FAIL
+        assert "interrupted" in after[number].system_attrs["fail_reason"]
+        reruns = [t for t in after.values() if t.system_attrs.get("sweeper:retry_of") == number]
+        assert len(reruns) == 1  # run again exactly once, with the same parameters
+        assert reruns[0].params == before[number].params
+        assert reruns[0].state == TrialState.COMPLETE
+    assert states(project.study("slow")).get("RUNNING", 0) == 0
+    assert len(after) == len(before) + 4
+    for trial in after.values():
+        if trial.state == TrialState.COMPLETE:
+            assert sorted(trial.intermediate_values) == [0, 1, 2, 3]
+
+    # A third run does not run them yet again.
+    again = project.sweeper("run", "slow.py", "-n", "1", "-p", "1", "--pruner", "none")
+    assert again.returncode == 0, again.stderr
+    retried = [
+        t
+        for t in project.study("slow").trials
+        if t.system_attrs.get("sweeper:retry_of") is not None
+    ]
+    assert len(retried) == len(interrupted)
+
+
+def test_ctrl_c_lets_running_trials_finish(project: Project) -> None:
+    project.write("slow.py", SLOW.format(step_seconds=0.25))
+    process = project.start("run", "slow.py", "-n", "40", "-p", "2", "--pruner", "none")
+    _wait_for(
+        lambda: (
+            _count(project, TrialState.COMPLETE) >= 2 and _count(project, TrialState.RUNNING) == 2
+        )
+    )
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130, stderr
+    assert "Ctrl-C" in stderr
+    counts = states(project.study("slow"))
+    assert counts.get("RUNNING", 0) == 0
+    assert counts.get("FAIL", 0) == 0
+    assert counts["COMPLETE"] >= 4
+
+
+def test_second_ctrl_c_stops_at_once_and_records_everything(project: Project) -> None:
+    project.write("slow.py", SLOW.format(step_seconds=5))
+    process = project.start("run", "slow.py", "-n", "40", "-p", "2", "--pruner", "none")
+    _wait_for(lambda: _count(project, TrialState.RUNNING) == 2)
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    started = time.monotonic()
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=30)
+    assert time.monotonic() - started < 5
+    assert process.returncode == 130, stderr
+    trials = project.study("slow").trials
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.FAIL]
+    assert all(t.system_attrs.get("sweeper:interrupted") for t in trials)
+
+    project.write("slow.py", SLOW.format(step_seconds=0.01))
+    result = project.sweeper("run", "slow.py", "-n", "2", "-p", "2", "--pruner", "none")
+    assert result.returncode == 0, result.stderr
+    rerun = project.study("slow").trials[2:]
+    assert sorted(t.params["x"] for t in rerun) == sorted(t.params["x"] for t in trials)
+
+
+def test_sigterm_stops_like_a_second_ctrl_c(project: Project) -> None:
+    project.write("slow.py", SLOW.format(step_seconds=5))
+    process = project.start("run", "slow.py", "-n", "4", "-p", "1", "--pruner", "none")
+    _wait_for(lambda: _count(project, TrialState.RUNNING) == 1)
+    process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=30)
+    assert process.returncode == 130
+    assert [t.state for t in project.study("slow").trials] == [TrialState.FAIL]
