@@ -61,7 +61,8 @@ def run(
         seed: Seed for a named sampler.
         trial_timeout: Fail a trial that runs longer than this many seconds.
         backend: ``"local"`` (worker processes, the default).
-        progress: ``"auto"``, ``"terminal"``, ``"plain"``, or ``False`` for none.
+        progress: ``"auto"``, ``"terminal"``, ``"plain"``, ``"none"`` (only the summary), or
+            ``False`` (nothing at all).
 
     Returns:
         The :class:`optuna.Study`, ready for ``best_params``, ``trials_dataframe()`` and
@@ -141,8 +142,12 @@ def prepare(
 
 def make_reporter(progress: str | bool) -> Reporter:
     """The progress display for ``progress`` (``"auto"`` picks by where output goes)."""
-    if progress is False or progress == "none":
+    if progress is False:
         return Reporter()
+    if progress == "none":
+        from sweeper.progress._plain import SummaryReporter
+
+        return SummaryReporter()
     if progress is True:
         progress = "auto"
     if progress == "auto":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import optuna
+import pytest
 from conftest import Project, states
 from optuna.trial import TrialState
 
@@ -138,3 +139,42 @@ def test_one_gpu_per_worker(project: Project) -> None:
     attrs = [t.user_attrs for t in project.study("gpu").trials]
     assert {a["gpu"] for a in attrs} == {"3", "5"}
     assert all(a["threads"] is not None for a in attrs)
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "random", "cmaes", "gp", "qmc", "nsga2"])
+def test_every_sampler(project: Project, sampler: str) -> None:
+    path = project.write(
+        "space.py",
+        "def objective(trial):\n"
+        "    x = trial.suggest_float('x', -3, 3)\n"
+        "    n = trial.suggest_int('n', 1, 8)\n"
+        "    return x * x + n\n",
+    )
+    result = project.sweeper(
+        "run",
+        str(path),
+        "-n",
+        "8",
+        "-p",
+        "2",
+        "--sampler",
+        sampler,
+        "--seed",
+        "1",
+        "--sampler-args",
+        '{"n_startup_trials": 3}' if sampler in ("tpe", "gp") else "{}",
+    )
+    assert result.returncode == 0, result.stderr
+    assert states(project.study("space")) == {"COMPLETE": 8}
+
+
+@pytest.mark.parametrize("pruner", ["median", "percentile", "halving", "hyperband", "none"])
+def test_every_pruner(project: Project, pruner: str) -> None:
+    result = project.sweeper(
+        "run", project.objective("optuna_pruning.py"), "-n", "10", "-p", "2", "--pruner", pruner
+    )
+    assert result.returncode == 0, result.stderr
+    counts = states(project.study("optuna_pruning"))
+    assert sum(counts.values()) == 10 and counts.get("FAIL", 0) == 0
+    if pruner == "none":
+        assert counts == {"COMPLETE": 10}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sweeper._logging import get_logger
 from sweeper.channel._messages import Call, Reply
@@ -106,13 +106,8 @@ class Backend(abc.ABC):
                 self._running.pop(event.number)
                 reason = self._cancelled.pop(event.number, None)
                 if reason is not None:
-                    event = TrialResult(
-                        number=event.number,
-                        state="FAIL",
-                        reason=reason,
-                        duration=event.duration,
-                        n_calls=event.n_calls,
-                        attempt=event.attempt,
+                    event = replace(
+                        event, state="FAIL", values=None, reason=reason, traceback=None
                     )
             elif isinstance(event, Call) and (
                 event.number not in self._running or event.number in self._cancelled

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import selectors
 import shutil
 import signal
 import socket
@@ -12,9 +13,8 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
 
 from sweeper._errors import BackendError
 from sweeper._logging import get_logger
@@ -100,6 +100,7 @@ class LocalBackend(Backend):
         self._start_failures = 0
         self._load_failed = False
         self._winding_down = False
+        self._selector = selectors.DefaultSelector()
         self._oom_kills = _oom_kill_count()
 
     @property
@@ -137,25 +138,26 @@ class LocalBackend(Backend):
 
     def _poll(self, timeout: float | None) -> list[Event]:
         events: list[Event] = []
-        handles: dict[Any, _Slot] = {}
-        for slot in self._slots:
-            if slot.connection is not None:
-                handles[slot.connection] = slot
-            if slot.pidfd is not None:
-                handles[slot.pidfd] = slot
         if self._any_without_pidfd():
             timeout = 0.1 if timeout is None else min(timeout, 0.1)
-        ready = wait(list(handles), timeout) if handles else []
-        if not handles and timeout:
-            time.sleep(timeout)
-        for handle in ready:
-            slot = handles[handle]
-            if handle is slot.connection:
+        if self._selector.get_map():
+            ready = self._selector.select(timeout)
+        else:
+            ready = []
+            if timeout:
+                time.sleep(timeout)
+        exited = False
+        for key, _ in ready:
+            slot, what = key.data
+            if what == "connection":
                 self._drain(slot, events)
-        for slot in self._slots:
-            if slot.process is not None and slot.process.poll() is not None:
-                self._drain(slot, events)
-                self._on_exit(slot, events)
+            else:
+                exited = True
+        if exited or self._any_without_pidfd():
+            for slot in self._slots:
+                if slot.process is not None and slot.process.poll() is not None:
+                    self._drain(slot, events)
+                    self._on_exit(slot, events)
         return events
 
     def _wind_down(self) -> None:
@@ -189,6 +191,7 @@ class LocalBackend(Backend):
                 self._kill(slot)
                 slot.process.wait()
             self._release(slot)
+        self._selector.close()
 
     # -- workers ---------------------------------------------------------------------------
 
@@ -216,10 +219,14 @@ class LocalBackend(Backend):
         slot.process = process
         slot.connection = Connection(parent.detach())
         slot.state, slot.trial, slot.spec = "starting", None, None
+        self._selector.register(
+            slot.connection.fileno(), selectors.EVENT_READ, (slot, "connection")
+        )
         slot.pidfd = None
         if hasattr(os, "pidfd_open"):
             with contextlib.suppress(OSError):
                 slot.pidfd = os.pidfd_open(process.pid)
+                self._selector.register(slot.pidfd, selectors.EVENT_READ, (slot, "exit"))
         self._send(slot, Init(objective=self._objective, slot=slot.index))
 
     def _worker_environ(self, index: int) -> dict[str, str]:
@@ -338,6 +345,8 @@ class LocalBackend(Backend):
 
     def _close_connection(self, slot: _Slot) -> None:
         if slot.connection is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                self._selector.unregister(slot.connection.fileno())
             with contextlib.suppress(OSError):
                 slot.connection.close()
             slot.connection = None
@@ -345,6 +354,8 @@ class LocalBackend(Backend):
     def _release(self, slot: _Slot) -> None:
         self._close_connection(slot)
         if slot.pidfd is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                self._selector.unregister(slot.pidfd)
             with contextlib.suppress(OSError):
                 os.close(slot.pidfd)
             slot.pidfd = None

@@ -266,7 +266,7 @@ class Orchestrator:
             number=result.number,
             state=state,
             values=values,
-            params=live.params,
+            params=result.params if result.params is not None else live.params,
             duration=result.duration,
             reason=reason,
             traceback=trace,

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from sweeper.progress._base import Reporter, SweepInfo, SweepSummary, status_line, summary_lines
-from sweeper.progress._plain import PlainReporter
+from sweeper.progress._plain import PlainReporter, SummaryReporter
 
 __all__ = [
     "PlainReporter",
     "Reporter",
+    "SummaryReporter",
     "SweepInfo",
     "SweepSummary",
     "status_line",

@@ -92,6 +92,16 @@ class PlainReporter(Reporter):
             self._write(status_line(snapshot) + (f" ({state})" if state else ""))
 
     def end(self, summary: SweepSummary) -> None:
+        SummaryReporter(self._summary_stream).end(summary)
+
+
+class SummaryReporter(Reporter):
+    """Only the summary at the end (``--progress none``)."""
+
+    def __init__(self, summary_stream: TextIO | None = None) -> None:
+        self._summary_stream = summary_stream
+
+    def end(self, summary: SweepSummary) -> None:
         out = self._summary_stream or sys.stdout
         out.write("\n".join(summary_lines(summary)) + "\n")
         out.flush()

@@ -51,6 +51,8 @@ class TrialResult:
     duration: float = 0.0
     n_calls: int = 0
     attempt: int = 0
+    params: dict[str, Any] | None = None
+    """The trial's parameters as the objective saw them (None if the worker was lost)."""
 
 
 def picklable_error(error: BaseException) -> BaseException:

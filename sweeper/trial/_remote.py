@@ -82,6 +82,10 @@ class RemoteTrial(BaseTrial):
     def params(self) -> dict[str, Any]:
         return copy.deepcopy(self._params)
 
+    def params_view(self) -> dict[str, Any]:
+        """The parameters so far, without a deep copy (for the trial's result)."""
+        return dict(self._params)
+
     @property
     def distributions(self) -> dict[str, BaseDistribution]:
         return copy.deepcopy(self._distributions)

@@ -57,6 +57,7 @@ def run_trial(objective: Objective, spec: TrialSpec, channel: TrialChannel) -> T
         duration=duration,
         n_calls=channel.n_calls,
         attempt=spec.attempt,
+        params=trial.params_view(),
     )
 
 
