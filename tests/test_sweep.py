@@ -178,3 +178,18 @@ def test_every_pruner(project: Project, pruner: str) -> None:
     assert sum(counts.values()) == 10 and counts.get("FAIL", 0) == 0
     if pruner == "none":
         assert counts == {"COMPLETE": 10}
+
+
+def test_database_storage(project: Project) -> None:
+    url = f"sqlite:///{project.path / 'sweeps.db'}"
+    result = project.sweeper(
+        "run", project.objective("attrs.py"), "-n", "3", "-p", "1", "--storage", url
+    )
+    assert result.returncode == 0, result.stderr
+    study = optuna.load_study(study_name="attrs", storage=url)
+    assert states(study) == {"COMPLETE": 3}
+    status = project.sweeper("status", "--storage", url)
+    assert "3 trials: 3 complete" in status.stdout, status.stdout + status.stderr
+    # A SQLite file given as a plain path is recognised as a database, not a journal.
+    again = project.sweeper("best", "--storage", "sweeps.db", "--json")
+    assert again.returncode == 0, again.stderr

@@ -19,6 +19,14 @@ from sweeper.progress._base import format_params, format_values
 from sweeper.study._recovery import FAIL_REASON_KEY, LOG_KEY, sweeps
 from sweeper.study._storage import DEFAULT_JOURNAL, home, open_storage, study_names
 
+STATE_LABELS = {
+    "COMPLETE": "complete",
+    "PRUNED": "pruned",
+    "FAIL": "failed",
+    "RUNNING": "running",
+    "WAITING": "waiting",
+}
+
 
 def _locate(args: argparse.Namespace) -> tuple[optuna.Study, str]:
     """The study the arguments point at, and how to show its storage."""
@@ -68,7 +76,7 @@ def status(args: argparse.Namespace) -> int:
     out = sys.stdout
     out.write(f"Study {study.study_name!r} in {where} ({directions})\n")
     parts = ", ".join(
-        f"{counts[s]} {s.lower()}" for s in ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
+        f"{counts[state]} {label}" for state, label in STATE_LABELS.items() if counts[state]
     )
     out.write(f"  {len(trials)} trials: {parts}\n")
     for line in _best_lines(study, trials):

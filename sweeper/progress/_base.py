@@ -180,7 +180,8 @@ def summary_lines(summary: SweepSummary) -> list[str]:
     else:
         lines.append("No trial has completed yet, so there is no Pareto front.")
     total = sum(summary.totals.values())
-    parts = ", ".join(f"{n} {s.lower()}" for s, n in summary.totals.items() if n)
+    labels = {"FAIL": "failed"}
+    parts = ", ".join(f"{n} {labels.get(s, s.lower())}" for s, n in summary.totals.items() if n)
     lines.append(f"Stored in {summary.storage} (the study has {total} trials: {parts}).")
     if summary.log_dir and counts.get("FAIL"):
         lines.append(f"Trial output and tracebacks: {summary.log_dir}")
