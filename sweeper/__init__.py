@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from sweeper._current import log
 from sweeper._errors import (
     BackendError,
     ConfigError,
@@ -37,6 +38,7 @@ __all__ = [
     "SweeperError",
     "UsageError",
     "__version__",
+    "log",
     "run",
 ]
 

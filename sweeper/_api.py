@@ -38,6 +38,8 @@ def run(
     seed: int | None = None,
     trial_timeout: float | None = None,
     backend: str | None = None,
+    track: bool | None = None,
+    aim_repo: str | None = None,
     progress: str | bool = "auto",
 ) -> optuna.Study:
     """Run a sweep of an Optuna objective on parallel workers and return the study.
@@ -61,6 +63,8 @@ def run(
         seed: Seed for a named sampler.
         trial_timeout: Fail a trial that runs longer than this many seconds.
         backend: ``"local"`` (worker processes, the default).
+        track: Track every trial in Aim (default ``True``); see ``sweeper ui``.
+        aim_repo: Folder of the Aim repo (default: ``.sweeper/aim``).
         progress: ``"auto"``, ``"terminal"``, ``"plain"``, ``"none"`` (only the summary), or
             ``False`` (nothing at all).
 
@@ -86,6 +90,8 @@ def run(
         "seed": seed,
         "trial_timeout": trial_timeout,
         "backend": backend,
+        "track": track,
+        "aim_repo": aim_repo,
     }
     result = run_sweep(target, objective=objective, options=options, progress=progress)
     if result.study is None:

@@ -116,6 +116,17 @@ def _arguments(name: str, value: Any) -> dict[str, Any]:
     return dict(value)
 
 
+def _flag(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false; got {value!r}.")
+
+
 def _backend(name: str, value: Any) -> str:
     text = str(value).strip().lower()
     if text not in BACKENDS:
@@ -169,6 +180,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("seed", _integer, "Seed for the sampler."),
     Option("trial_timeout", _seconds, "Fail a trial that runs longer than this many seconds."),
     Option("backend", _backend, "Where trials run: local (worker processes) or modal."),
+    Option("track", _flag, "Track every trial in Aim (default: true)."),
+    Option("aim_repo", _name, "Folder of the Aim repo (default: .sweeper/aim)."),
 )
 OPTION_NAMES = tuple(o.name for o in OPTIONS)
 _ALIASES = {"direction": "directions", "n_jobs": "parallel"}
@@ -191,6 +204,8 @@ class SweepConfig:
     seed: int | None = None
     trial_timeout: float | None = None
     backend: str = "local"
+    track: bool = True
+    aim_repo: str | None = None
     sources: dict[str, str] = field(default_factory=dict, compare=False)
     """Where each option's value came from (for messages): flag, env, file, optuna-call."""
 

@@ -7,9 +7,7 @@ import os
 import selectors
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -18,6 +16,7 @@ from pathlib import Path
 
 from sweeper._errors import BackendError
 from sweeper._logging import get_logger
+from sweeper._process import spawn_python
 from sweeper.backends._base import Backend, Event, LoadFailed, Notice
 from sweeper.backends._local_worker import Failed, Init, Ready, Stop
 from sweeper.channel._messages import Reply
@@ -27,8 +26,6 @@ from sweeper.trial._messages import TrialResult, TrialSpec
 logger = get_logger(__name__)
 
 _LOG_TAIL_BYTES = 4000
-# Not `-m sweeper.backends._local_worker`: its classes must keep their module name to unpickle.
-_WORKER_MAIN = "import sys; from sweeper.backends._local_worker import main; main(sys.argv)"
 _STOP_GRACE = 2.0
 
 
@@ -196,32 +193,17 @@ class LocalBackend(Backend):
     # -- workers ---------------------------------------------------------------------------
 
     def _spawn(self, slot: _Slot) -> None:
-        parent, child = socket.socketpair()
-        child_fd = child.detach()
         env = self._worker_environ(slot.index)
-        log = open(self.worker_log(slot.index), "ab")  # noqa: SIM115 - handed to the child
-        try:
-            process = subprocess.Popen(
-                [sys.executable, "-c", _WORKER_MAIN, str(child_fd)],
-                pass_fds=(child_fd,),
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # Ctrl-C goes to the orchestrator, which decides
-            )
-        except OSError as error:
-            parent.close()
-            raise BackendError(f"cannot start a worker process: {error}") from None
-        finally:
-            os.close(child_fd)
-            log.close()
-        slot.process = process
-        slot.connection = Connection(parent.detach())
+        with open(self.worker_log(slot.index), "ab") as log:
+            try:
+                process, connection = spawn_python(
+                    "sweeper.backends._local_worker", env=env, output=log
+                )
+            except OSError as error:
+                raise BackendError(f"cannot start a worker process: {error}") from None
+        slot.process, slot.connection = process, connection
         slot.state, slot.trial, slot.spec = "starting", None, None
-        self._selector.register(
-            slot.connection.fileno(), selectors.EVENT_READ, (slot, "connection")
-        )
+        self._selector.register(connection.fileno(), selectors.EVENT_READ, (slot, "connection"))
         slot.pidfd = None
         if hasattr(os, "pidfd_open"):
             with contextlib.suppress(OSError):
@@ -233,10 +215,6 @@ class LocalBackend(Backend):
         env = dict(self._environ)
         env["PYTHONUNBUFFERED"] = "1"
         env["SWEEPER_WORKER"] = str(index)
-        package_root = str(Path(__file__).resolve().parents[2])
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (package_root, env.get("PYTHONPATH", "")) if p
-        )
         if self._gpus:
             env["CUDA_VISIBLE_DEVICES"] = self._gpus[index % len(self._gpus)]
         threads = max(1, (os.cpu_count() or 1) // self._n_workers)

@@ -10,18 +10,20 @@ import contextlib
 import faulthandler
 import os
 import sys
-import threading
-import time
 import traceback
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
 from sweeper._errors import ObjectiveError
+from sweeper._process import die_with_parent
 from sweeper.channel._base import ChannelClosed, Transport, TrialChannel
 from sweeper.objective._ref import ObjectiveRef
 from sweeper.trial._messages import TrialSpec
 from sweeper.trial._runner import run_trial
+
+CALL_BATCH_SECONDS = 0.2
+"""How long a worker holds one-way calls (reports, logged metrics) to send them together."""
 
 
 @dataclass(frozen=True)
@@ -65,31 +67,6 @@ class ConnectionTransport(Transport):
             return self._connection.recv()
         except (OSError, EOFError):
             raise ChannelClosed("the orchestrator is gone") from None
-
-
-def _die_with_parent() -> None:
-    """Exit when the orchestrator dies, even in the middle of a long trial."""
-    parent = os.getppid()
-    if sys.platform.startswith("linux"):
-        try:
-            import ctypes
-            import signal
-
-            libc = ctypes.CDLL("libc.so.6", use_errno=True)
-            if libc.prctl(1, signal.SIGKILL) == 0:  # PR_SET_PDEATHSIG
-                if os.getppid() != parent:
-                    os._exit(70)
-                return
-        except Exception:
-            pass
-
-    def watch() -> None:
-        while True:
-            time.sleep(1.0)
-            if os.getppid() != parent:
-                os._exit(70)
-
-    threading.Thread(target=watch, name="sweeper-parent-watch", daemon=True).start()
 
 
 @contextlib.contextmanager
@@ -141,7 +118,9 @@ def serve(connection: Connection) -> None:
         if isinstance(message, Stop):
             return
         assert isinstance(message, TrialSpec)
-        channel = TrialChannel(transport, message.number, attempt=message.attempt)
+        channel = TrialChannel(
+            transport, message.number, attempt=message.attempt, max_delay=CALL_BATCH_SECONDS
+        )
         try:
             with _output_to(message.log_path):
                 result = run_trial(objective, message, channel)
@@ -157,7 +136,7 @@ def serve(connection: Connection) -> None:
 
 def main(argv: Sequence[str]) -> None:
     faulthandler.enable()
-    _die_with_parent()
+    die_with_parent()
     connection = Connection(int(argv[1]))
     status = 0
     try:

@@ -9,6 +9,7 @@ matching replies, turning an orchestrator-side error back into an exception) is
 from __future__ import annotations
 
 import abc
+import contextlib
 import threading
 import time
 from collections.abc import Sequence
@@ -42,11 +43,11 @@ class Transport(abc.ABC):
 class TrialChannel:
     """Calls on the orchestrator's live trial, made from a worker.
 
-    One-way calls (``report``, ``set_user_attr``, suggestions answered locally) are queued and
-    sent in batches: when a call needs an answer, when the trial ends, when ``max_batch``
-    calls are waiting, or ``max_delay`` seconds after the oldest one was queued (a
-    background thread sends it when nothing else does). With ``max_delay=0`` every call is
-    sent at once.
+    One-way calls (``report``, ``log``, ``set_user_attr``, suggestions answered locally) are
+    queued and sent in batches: when a call needs an answer, when the trial ends, when
+    ``max_batch`` calls are waiting, or ``max_delay`` seconds after the oldest one was queued
+    (one background thread per process sends those). With ``max_delay=0`` every call is
+    sent at once. Calls reach the orchestrator in the order they were made.
     """
 
     def __init__(
@@ -67,30 +68,30 @@ class TrialChannel:
         self._pending: list[Call] = []
         self._oldest = 0.0
         self._lock = threading.Lock()
-        self._closed = threading.Event()
-        self._flusher: threading.Thread | None = None
-        if max_delay > 0:
-            self._flusher = threading.Thread(
-                target=self._flush_periodically, name="sweeper-channel-flush", daemon=True
-            )
-            self._flusher.start()
 
     @property
     def n_calls(self) -> int:
         """How many calls this channel has numbered so far."""
         return self._seq
 
-    def notify(self, method: str, *args: Any, **kwargs: Any) -> None:
-        """Queue a call whose answer the worker does not need."""
+    def notify(self, method: str, *args: Any, urgent: bool = False, **kwargs: Any) -> None:
+        """Queue a call whose answer the worker does not need.
+
+        An ``urgent`` call goes out at once (with what is queued before it): use it for what
+        must be recorded even if the worker dies a moment later, such as a parameter the
+        objective has just been given.
+        """
         with self._lock:
             self._seq += 1
-            if not self._pending:
-                self._oldest = time.monotonic()
+            first = not self._pending
             self._pending.append(
                 Call(self._number, self._seq, method, args, kwargs, False, self._attempt)
             )
-            if self._max_delay <= 0 or len(self._pending) >= self._max_batch:
+            if urgent or self._max_delay <= 0 or len(self._pending) >= self._max_batch:
                 self._send_pending()
+            elif first:
+                self._oldest = time.monotonic()
+                _flusher().watch(self)
 
     def request(self, method: str, *args: Any, **kwargs: Any) -> Any:
         """Make a call and wait for its answer; an error on the orchestrator is raised here."""
@@ -109,25 +110,66 @@ class TrialChannel:
             raise message.error
         return message.value
 
-    def flush(self) -> None:
-        """Send every queued call now."""
+    def flush(self, older_than: float = 0.0) -> None:
+        """Send the queued calls now (only if the oldest has waited ``older_than`` seconds)."""
         with self._lock:
-            self._send_pending()
+            if self._pending and time.monotonic() - self._oldest >= older_than:
+                self._send_pending()
 
     def close(self) -> None:
-        """Send what is queued and stop the background sender."""
-        self._closed.set()
+        """Send what is queued; the trial is over."""
         self.flush()
-        if self._flusher is not None:
-            self._flusher.join(timeout=5)
+
+    @property
+    def waiting(self) -> bool:
+        return bool(self._pending)
 
     def _send_pending(self) -> None:
         if self._pending:
             batch, self._pending = self._pending, []
             self._transport.send(batch)
 
-    def _flush_periodically(self) -> None:
-        while not self._closed.wait(self._max_delay / 2):
+
+class _Flusher:
+    """One thread per process that sends batches nobody else sent in time."""
+
+    def __init__(self) -> None:
+        self._channels: set[TrialChannel] = set()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        threading.Thread(target=self._run, name="sweeper-channel-flush", daemon=True).start()
+
+    def watch(self, channel: TrialChannel) -> None:
+        with self._lock:
+            self._channels.add(channel)
+        self._wake.set()
+
+    def _run(self) -> None:
+        while True:
             with self._lock:
-                if self._pending and time.monotonic() - self._oldest >= self._max_delay:
-                    self._send_pending()
+                channels = list(self._channels)
+            if not channels:
+                self._wake.wait()
+                self._wake.clear()
+                continue
+            delay = min(c._max_delay for c in channels)
+            time.sleep(delay / 2)
+            for channel in channels:
+                # An error here is the worker's own thread's to meet and report.
+                with contextlib.suppress(Exception):
+                    channel.flush(older_than=channel._max_delay)
+                if not channel.waiting:
+                    with self._lock:
+                        self._channels.discard(channel)
+
+
+_FLUSHER: _Flusher | None = None
+_FLUSHER_LOCK = threading.Lock()
+
+
+def _flusher() -> _Flusher:
+    global _FLUSHER
+    with _FLUSHER_LOCK:
+        if _FLUSHER is None:
+            _FLUSHER = _Flusher()
+        return _FLUSHER

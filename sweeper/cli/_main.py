@@ -11,7 +11,7 @@ from typing import Any, NoReturn
 
 import optuna
 
-from sweeper._config import option_help
+from sweeper._config import OPTION_NAMES, option_help
 from sweeper._errors import SweeperError, UsageError
 from sweeper._logging import get_logger
 
@@ -82,6 +82,14 @@ def build_parser() -> argparse.ArgumentParser:
         help=option_help("trial_timeout"),
     )
     run.add_argument("--backend", help=option_help("backend"))
+    run.add_argument("--aim-repo", dest="aim_repo", metavar="PATH", help=option_help("aim_repo"))
+    run.add_argument(
+        "--no-track",
+        dest="track",
+        action="store_const",
+        const=False,
+        help="do not track trials in Aim",
+    )
     run.add_argument(
         "--progress",
         default="auto",
@@ -95,6 +103,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status.add_argument("file", metavar="FILE", nargs="?", help="objective file (names the study)")
     _add_study_arguments(status)
+
+    ui = commands.add_parser(
+        "ui",
+        help="serve the Aim UI of the sweeps here, read-only",
+        description="Serve Aim's UI on the sweeps' Aim repo (read-only) and print its URL. "
+        "It shows runs live while a sweep runs. Ctrl-C stops it.",
+    )
+    ui.add_argument("--aim-repo", dest="aim_repo", metavar="PATH", help=option_help("aim_repo"))
+    ui.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default: 127.0.0.1, this machine only)",
+    )
+    ui.add_argument(
+        "--port",
+        type=int,
+        default=43800,
+        help="port (default: 43800, or a free one if it is taken)",
+    )
 
     best = commands.add_parser("best", help="print the best trial (or the Pareto front)")
     best.add_argument("file", metavar="FILE", nargs="?", help="objective file (names the study)")
@@ -110,6 +137,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _run(args)
+        if args.command == "ui":
+            return _ui(args)
         from sweeper.cli._inspect import best, status
 
         return status(args) if args.command == "status" else best(args)
@@ -124,24 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     from sweeper._api import run_sweep
 
-    options: dict[str, Any] = {
-        name: getattr(args, name)
-        for name in (
-            "n_trials",
-            "timeout",
-            "parallel",
-            "study",
-            "storage",
-            "directions",
-            "sampler",
-            "sampler_args",
-            "pruner",
-            "pruner_args",
-            "seed",
-            "trial_timeout",
-            "backend",
-        )
-    }
+    options: dict[str, Any] = {name: getattr(args, name, None) for name in OPTION_NAMES}
     result = run_sweep(
         args.file, objective=args.objective, options=options, progress=args.progress
     )
@@ -151,6 +163,24 @@ def _run(args: argparse.Namespace) -> int:
     if counts.get("FAIL") and not counts.get("COMPLETE") and not counts.get("PRUNED"):
         sys.stderr.write("error: every trial failed; see the reasons above.\n")
         return EXIT_FAILED
+    return EXIT_OK
+
+
+def _ui(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from sweeper._config import env_settings
+    from sweeper.study._storage import home
+    from sweeper.tracking._ui import serve_until_interrupted
+
+    repo = args.aim_repo or env_settings().get("aim_repo")
+    path = Path(repo).expanduser() if repo else home() / "aim"
+
+    def announce(url: str) -> None:
+        sys.stdout.write(f"Aim UI for {path}: {url}  (read-only; Ctrl-C to stop)\n")
+        sys.stdout.flush()
+
+    serve_until_interrupted(path, args.host, args.port, announce)
     return EXIT_OK
 
 

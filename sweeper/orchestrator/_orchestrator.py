@@ -27,6 +27,15 @@ from sweeper.study._recovery import (
     LOG_KEY,
     RETRY_OF_KEY,
 )
+from sweeper.tracking._events import (
+    Logged,
+    ParamsSet,
+    Reported,
+    StudyProgress,
+    TrialFinished,
+    TrialStarted,
+)
+from sweeper.tracking._tracker import Tracker
 from sweeper.trial._messages import TrialResult, TrialSpec, picklable_error
 from sweeper.trial._remote import STUDY_ATTRIBUTES
 
@@ -92,8 +101,11 @@ class Orchestrator:
         n_trials: int | None,
         timeout: float | None,
         trial_timeout: float | None,
+        tracker: Tracker | None = None,
     ) -> None:
         self._backend = backend
+        self._tracker = tracker or Tracker()
+        self._roots: dict[int, int] = {}
         self._open_study = open_study
         self._reporter = reporter
         self._stats = stats
@@ -177,6 +189,9 @@ class Orchestrator:
             for event in self._backend.poll(self._poll_timeout()):
                 self._handle(event)
             self._expire()
+            problem = self._tracker.take_problem()
+            if problem is not None:
+                self._reporter.note(problem, "warning")
             self._stats.running = len(self._backend.running)
             self._reporter.update(self._stats.snapshot())
         if self._abort is not None:
@@ -211,6 +226,9 @@ class Orchestrator:
             self._live[live.number] = live
             self._asked += 1
             self._backend.submit(self._spec(live))
+            root = live._cached_frozen_trial.system_attrs.get(RETRY_OF_KEY, live.number)
+            self._roots[live.number] = root
+            self._tracker.emit(TrialStarted(study.study_name, root, live.number, time.time()))
             if self._trial_timeout is not None:
                 self._deadlines[live.number] = time.monotonic() + self._trial_timeout
         self._stats.running = len(self._backend.running)
@@ -245,10 +263,24 @@ class Orchestrator:
 
     def _on_call(self, call: Call) -> None:
         live = self._live.get(call.number)
-        if live is not None:
-            reply = answer_call(call, live)
-            if reply is not None:
-                self._backend.reply(reply)
+        if live is None:
+            return
+        study, root = live.study.study_name, self._roots[call.number]
+        if call.method == "log":
+            metrics, step, context = call.args
+            self._tracker.emit(Logged(study, root, metrics, step, context))
+            return
+        reply = answer_call(call, live)
+        if call.wants_reply:
+            self._backend.reply(reply)
+        if reply.error is not None:
+            if not call.wants_reply:
+                logger.warning("trial %d: %s failed: %s", call.number, call.method, reply.error)
+            return
+        if call.method.startswith("suggest_"):
+            self._tracker.emit(ParamsSet(study, root, {call.args[0]: reply.value}))
+        elif call.method == "report":
+            self._tracker.emit(Reported(study, root, int(call.args[1]), float(call.args[0])))
 
     def _on_result(self, result: TrialResult) -> None:
         assert self._opened is not None
@@ -275,6 +307,7 @@ class Orchestrator:
         )
         self._stats.running = len(self._backend.running)
         new_best = self._stats.record(finished)
+        self._track_finished(finished, result)
         if state == "FAIL" and not interrupted and self._abort is None:
             key = _failure_kind(reason, trace)
             first = key not in self._seen_failures
@@ -313,6 +346,36 @@ class Orchestrator:
             shown = ", ".join(str(v) for v in values)
             return f"the objective returned {shown}; NaN cannot be told to the study"
         return None
+
+    def _track_finished(self, finished: FinishedTrial, result: TrialResult) -> None:
+        if not self._tracker.enabled:
+            return
+        study = self._stats.study
+        root = self._roots.pop(finished.number, finished.number)
+        self._tracker.emit(
+            TrialFinished(
+                study=study,
+                root=root,
+                number=finished.number,
+                state=finished.state,
+                values=finished.values,
+                duration=finished.duration,
+                params=finished.params,
+                reason=finished.reason,
+                worker=result.worker,
+            )
+        )
+        s = self._stats
+        self._tracker.emit(
+            StudyProgress(
+                study=study,
+                finished=sum(s.counts.values()) + s.seeded,
+                counts=dict(s.totals()),
+                best_value=s.best_values[0] if s.best_values and len(s.directions) == 1 else None,
+                best_number=s.best_number if len(s.directions) == 1 else None,
+                pareto_front=tuple((n, v) for v, n in s.front),
+            )
+        )
 
     def _tell(
         self,
@@ -402,11 +465,12 @@ def build_spec(live: optuna.Trial, log_path: str | None = None) -> TrialSpec:
     )
 
 
-def answer_call(call: Call, live: optuna.Trial) -> Reply | None:
-    """Apply a worker's call to the live trial; the reply, if the worker waits for one.
+def answer_call(call: Call, live: optuna.Trial) -> Reply:
+    """Apply a worker's call to the live trial and say what came of it.
 
-    An error is sent back to be raised in the objective; an error in a call the worker does
-    not wait for is logged (the worker checked its arguments already, as Optuna would).
+    The reply is sent back when the worker waits for it; an error then is raised in the
+    objective. A call the worker does not wait for was checked there already, as Optuna
+    would, so an error in it is only logged.
     """
     try:
         if call.method == "study_attribute":
@@ -419,11 +483,8 @@ def answer_call(call: Call, live: optuna.Trial) -> Reply | None:
         else:
             raise AttributeError(f"trial.{call.method} cannot be called from a worker")
     except Exception as error:
-        if call.wants_reply:
-            return Reply(call.number, call.seq, error=picklable_error(error))
-        logger.warning("trial %d: %s failed: %s", call.number, call.method, error)
-        return None
-    return Reply(call.number, call.seq, value=value) if call.wants_reply else None
+        return Reply(call.number, call.seq, error=picklable_error(error))
+    return Reply(call.number, call.seq, value=value)
 
 
 def _failure_kind(reason: str | None, trace: str | None) -> str:

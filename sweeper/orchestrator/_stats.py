@@ -60,6 +60,7 @@ class SweepStats:
     timeout: float | None
     started: float = field(default_factory=time.monotonic)
     counts: dict[str, int] = field(default_factory=lambda: {"COMPLETE": 0, "PRUNED": 0, "FAIL": 0})
+    prior: dict[str, int] = field(default_factory=dict)
     running: int = 0
     stopping: str | None = None
     waiting: str | None = None
@@ -68,10 +69,24 @@ class SweepStats:
     front: list[tuple[tuple[float, ...], int]] = field(default_factory=list)
 
     def seed(self, trials: Iterable[FrozenTrial]) -> None:
-        """Take the best (or front) of trials finished before this sweep."""
+        """Take the counts and the best (or front) of trials finished before this sweep."""
         for trial in trials:
+            if trial.state.is_finished():
+                self.prior[trial.state.name] = self.prior.get(trial.state.name, 0) + 1
             if trial.state == TrialState.COMPLETE and trial.values is not None:
                 self._consider(tuple(trial.values), trial.number)
+
+    @property
+    def seeded(self) -> int:
+        """How many trials had finished before this sweep."""
+        return sum(self.prior.values())
+
+    def totals(self) -> dict[str, int]:
+        """Finished trials of the whole study, by state."""
+        return {
+            state: self.prior.get(state, 0) + self.counts.get(state, 0)
+            for state in ("COMPLETE", "PRUNED", "FAIL")
+        }
 
     def record(self, trial: FinishedTrial) -> bool:
         """Count ``trial``; return True if it is a new best (or joins the front)."""

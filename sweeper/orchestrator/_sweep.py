@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import optuna
 
@@ -21,6 +22,8 @@ from sweeper.progress._base import BestTrial, Reporter, SweepInfo, SweepSummary
 from sweeper.study._components import make_pruner, make_sampler
 from sweeper.study._recovery import Recovery, SweepRecord, recover, register, unregister
 from sweeper.study._storage import existing_directions, home, open_storage
+from sweeper.tracking._events import StudyDeleted, StudyOpened
+from sweeper.tracking._tracker import HubTracker, Tracker
 
 logger = get_logger(__name__)
 
@@ -87,6 +90,7 @@ def sweep(
         timeout=config.timeout,
     )
     record = SweepRecord.for_this_process()
+    tracker = _make_tracker(config, workdir)
 
     def open_study() -> OpenStudy:
         study = optuna.create_study(
@@ -120,6 +124,8 @@ def sweep(
             reporter.note("No --n-trials or --timeout given: running until Ctrl-C.")
         for text in _recovery_notes(recover(study, storage, study_id)):
             reporter.note(text, "warning")
+        tracker.start()
+        tracker.emit(StudyOpened(config.study, directions, _settings(config, objective, parallel)))
         stats.seed(study.get_trials(deepcopy=False))
         return OpenStudy(study, storage, study_id, created=existing is None)
 
@@ -132,14 +138,17 @@ def sweep(
         n_trials=config.n_trials,
         timeout=config.timeout,
         trial_timeout=config.trial_timeout,
+        tracker=tracker,
     )
     try:
-        study = _run(orchestrator, storage, record, config.study)
+        study = _run(orchestrator, storage, record, config.study, tracker, reporter)
         summary = None
         if study is not None:
             summary = _summary(
                 study, opened_storage.description, directions, stats, orchestrator, log_dir
             )
+            if isinstance(tracker, HubTracker) and tracker.enabled:
+                summary = replace(summary, aim_repo=_relative(tracker.repo))
             reporter.end(summary)
     finally:
         reporter.close()
@@ -156,20 +165,72 @@ def _run(
     storage: optuna.storages.BaseStorage,
     record: SweepRecord,
     study_name: str,
+    tracker: Tracker,
+    reporter: Reporter,
 ) -> optuna.Study | None:
-    """Run the loop; keep the storage as it was if a new study turns out to be misconfigured."""
+    """Run the loop; keep the storage as it was if a new study turns out to be misconfigured.
+
+    Waits for the tracking writer to finish, so what was tracked can be read when this
+    returns.
+    """
     try:
         orchestrator.run()
     except ConfigError:
         opened = orchestrator.opened
         if opened is not None and opened.created:
             optuna.delete_study(study_name=study_name, storage=storage)
+            tracker.emit(StudyDeleted(study_name))
         raise
     finally:
         opened = orchestrator.opened
         if opened is not None and _study_exists(storage, study_name):
             unregister(storage, opened.study_id, record)
+        _close_tracker(tracker, reporter)
     return orchestrator.opened.study if orchestrator.opened else None
+
+
+def _make_tracker(config: SweepConfig, workdir: str | os.PathLike[str] | None) -> Tracker:
+    if not config.track:
+        return Tracker()
+    repo = Path(config.aim_repo).expanduser() if config.aim_repo else home(workdir) / "aim"
+    return HubTracker(repo, log_path=home(workdir) / "logs" / "tracking.log")
+
+
+def _close_tracker(tracker: Tracker, reporter: Reporter) -> None:
+    if isinstance(tracker, HubTracker) and tracker.backlog > 1000:
+        reporter.note(f"Writing {tracker.backlog} tracking events to Aim...")
+    tracker.close()
+    problem = tracker.take_problem()
+    if problem is not None:
+        reporter.note(problem, "warning")
+
+
+def _settings(config: SweepConfig, objective: ObjectiveRef, parallel: int) -> dict[str, Any]:
+    """The sweep's settings, as the study's Aim run shows them."""
+
+    def name(component: Any) -> Any:
+        return component if isinstance(component, str) else type(component).__name__
+
+    return {
+        "objective": objective.label,
+        "n_trials": config.n_trials,
+        "timeout": config.timeout,
+        "parallel": parallel,
+        "sampler": name(config.sampler),
+        "sampler_args": config.sampler_args,
+        "pruner": name(config.pruner),
+        "pruner_args": config.pruner_args,
+        "seed": config.seed,
+        "trial_timeout": config.trial_timeout,
+        "backend": config.backend,
+    }
+
+
+def _relative(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def _make_backend(

@@ -48,6 +48,7 @@ class SweepSummary:
     best: list[BestTrial] = field(default_factory=list)
     stop_reason: str | None = None
     log_dir: str | None = None
+    aim_repo: str | None = None
 
 
 class Reporter:
@@ -185,6 +186,8 @@ def summary_lines(summary: SweepSummary) -> list[str]:
     lines.append(f"Stored in {summary.storage} (the study has {total} trials: {parts}).")
     if summary.log_dir and counts.get("FAIL"):
         lines.append(f"Trial output and tracebacks: {summary.log_dir}")
+    if summary.aim_repo:
+        lines.append(f"Tracked in Aim ({summary.aim_repo}); see it with: python -m sweeper ui")
     return lines
 
 

@@ -53,6 +53,8 @@ class TrialResult:
     attempt: int = 0
     params: dict[str, Any] | None = None
     """The trial's parameters as the objective saw them (None if the worker was lost)."""
+    worker: dict[str, Any] = field(default_factory=dict)
+    """Where it ran: host, pid, worker slot, GPU."""
 
 
 def picklable_error(error: BaseException) -> BaseException:

@@ -7,7 +7,7 @@ import datetime
 import json
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from optuna.distributions import (
@@ -167,10 +167,10 @@ class RemoteTrial(BaseTrial):
         spec = self._spec
         if name in spec.fixed_params:
             value = spec.fixed_params[name]
-            self._channel.notify(method, name, *args, **kwargs)
+            self._channel.notify(method, name, *args, urgent=True, **kwargs)
         elif self._is_relative(name, distribution):
             value = spec.relative_params[name]
-            self._channel.notify(method, name, *args, **kwargs)
+            self._channel.notify(method, name, *args, urgent=True, **kwargs)
         else:
             value = self._channel.request(method, name, *args, **kwargs)
         self._params[name] = value
@@ -231,7 +231,7 @@ class RemoteTrial(BaseTrial):
     def set_user_attr(self, key: str, value: Any) -> None:
         _check_json("set_user_attr", key, value)
         self._user_attrs[key] = copy.deepcopy(value)
-        self._channel.notify("set_user_attr", key, value)
+        self._channel.notify("set_user_attr", key, value, urgent=True)
 
     def set_constraint(self, key: str, value: float) -> None:
         try:
@@ -251,7 +251,43 @@ class RemoteTrial(BaseTrial):
             )
             return
         self._constraints[key] = value
-        self._channel.notify("set_constraint", key, value)
+        self._channel.notify("set_constraint", key, value, urgent=True)
+
+    def log(
+        self,
+        metrics: Mapping[str, float],
+        step: int | None = None,
+        *,
+        context: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Track ``metrics`` (name -> number) in this trial's Aim run; see :func:`sweeper.log`.
+
+        Sent to the orchestrator in batches with the trial's other calls, so logging often
+        is cheap.
+        """
+        if not isinstance(metrics, Mapping):
+            raise TypeError(f"trial.log takes a dict of name -> number; got {metrics!r}")
+        values: dict[str, float] = {}
+        for name, value in metrics.items():
+            if not isinstance(name, str) or not name:
+                raise TypeError(f"trial.log: metric names must be non-empty strings; got {name!r}")
+            try:
+                values[name] = float(value)
+            except (TypeError, ValueError):
+                raise TypeError(
+                    f"trial.log: the value of {name!r} must be a number; got {value!r}"
+                ) from None
+        if step is not None:
+            try:
+                step = int(step)
+            except (TypeError, ValueError):
+                raise TypeError(f"trial.log: step must be an int; got {step!r}") from None
+            if step < 0:
+                raise ValueError(f"trial.log: `{step=}` must be non-negative.")
+        if context is not None:
+            _check_json("log", "context", dict(context))
+            context = dict(context)
+        self._channel.notify("log", values, step, context)
 
     def __repr__(self) -> str:
         return f"RemoteTrial(number={self.number}, params={self._params!r})"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -9,6 +11,7 @@ from typing import Any
 
 import optuna
 
+from sweeper._current import set_current
 from sweeper.channel._base import ChannelClosed, TrialChannel
 from sweeper.trial._messages import TrialResult, TrialSpec
 from sweeper.trial._remote import RemoteTrial
@@ -24,6 +27,7 @@ def run_trial(objective: Objective, spec: TrialSpec, channel: TrialChannel) -> T
     orchestrator (:class:`ChannelClosed`) propagates, since nobody is left to tell.
     """
     trial = RemoteTrial(spec, channel)
+    set_current(trial)
     start = time.perf_counter()
     state: str
     values: tuple[float, ...] | None = None
@@ -46,6 +50,8 @@ def run_trial(objective: Objective, spec: TrialSpec, channel: TrialChannel) -> T
     else:
         values, reason = to_values(returned)
         state = "FAIL" if values is None else "COMPLETE"
+    finally:
+        set_current(None)
     duration = time.perf_counter() - start
     channel.close()
     return TrialResult(
@@ -58,7 +64,24 @@ def run_trial(objective: Objective, spec: TrialSpec, channel: TrialChannel) -> T
         n_calls=channel.n_calls,
         attempt=spec.attempt,
         params=trial.params_view(),
+        worker=worker_identity(),
     )
+
+
+def worker_identity() -> dict[str, Any]:
+    """Where this worker runs, for the trial's record (host, process, GPU)."""
+    global _IDENTITY
+    if _IDENTITY is None:
+        _IDENTITY = {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "worker": os.environ.get("SWEEPER_WORKER"),
+            "gpu": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        }
+    return dict(_IDENTITY)
+
+
+_IDENTITY: dict[str, Any] | None = None
 
 
 def to_values(returned: Any) -> tuple[tuple[float, ...] | None, str | None]:

@@ -1,0 +1,129 @@
+"""``python -m sweeper ui``: Aim's UI over a sweep's repo, read-only, on loopback."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from sweeper._errors import ConfigError, UsageError
+from sweeper.tracking._writer import UI_MARKER
+
+DEFAULT_PORT = 43800
+_AIM = "import sys; from aim.cli.cli import cli_entry_point; sys.exit(cli_entry_point())"
+
+
+def free_port(host: str, preferred: int) -> int:
+    """``preferred`` if nothing listens there, else a free port the OS picks."""
+    for port in (preferred, 0):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind((host, port))
+            except OSError:
+                continue
+            chosen: int = probe.getsockname()[1]
+            return chosen
+    raise ConfigError(f"no free port on {host}")
+
+
+def check_repo(repo: Path) -> None:
+    if not (repo / ".aim").is_dir():
+        raise UsageError(
+            f"no Aim repo at {repo}. Run a sweep first (python -m sweeper run FILE), or give "
+            "--aim-repo."
+        )
+
+
+@contextlib.contextmanager
+def aim_ui(repo: Path, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> Iterator[str]:
+    """Serve Aim's UI on ``repo`` while the block runs; yield its URL once it answers.
+
+    The server runs read-only (nothing can be deleted or edited from the page) in a process
+    group of its own, which is stopped on the way out, whatever happens.
+    """
+    check_repo(repo)
+    port = free_port(host, port)
+    url = f"http://{host}:{port}"
+    marker = repo / UI_MARKER
+    marker.write_text(str(os.getpid()))
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            _AIM,
+            "up",
+            "--repo",
+            str(repo),
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--read-only",
+            "--yes",
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        _wait_until_up(url, process)
+        yield url
+    finally:
+        _stop(process)
+        with contextlib.suppress(OSError):
+            marker.unlink()
+
+
+def _wait_until_up(url: str, process: subprocess.Popen[bytes], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            error = (process.stderr.read() if process.stderr else b"").decode(errors="replace")
+            last = error.strip().splitlines()[-1] if error.strip() else "no output"
+            raise UsageError(f"the Aim UI did not start ({last}).")
+        try:
+            with urllib.request.urlopen(f"{url}/api/projects/", timeout=2):
+                return
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.25)
+    raise UsageError(f"the Aim UI did not answer at {url} within {timeout:.0f}s.")
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """Stop the server and everything it started (uvicorn workers)."""
+    for sig, wait in ((signal.SIGINT, 10.0), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+        if process.poll() is not None:
+            break
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, sig)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(wait)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)  # anything of the group left behind
+
+
+def serve_until_interrupted(
+    repo: Path, host: str, port: int, announce: Callable[[str], None]
+) -> None:
+    """The ``ui`` command: serve, say where, and stop cleanly on Ctrl-C (or SIGTERM)."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        with contextlib.suppress(KeyboardInterrupt), aim_ui(repo, host, port) as url:
+            announce(url)
+            while True:
+                time.sleep(3600)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
