@@ -176,3 +176,40 @@ def test_ui_without_a_repo(project: Project) -> None:
     result = project.sweeper("ui")
     assert result.returncode == 2
     assert "no Aim repo" in result.stderr
+
+
+def test_multi_objective_study_run_holds_the_pareto_front(project: Project) -> None:
+    result = project.sweeper("run", project.objective("optuna_multi.py"), "-n", "8", "-p", "2")
+    assert result.returncode == 0, result.stderr
+    study = project.study("optuna_multi")
+    runs = _runs(project.path / ".sweeper" / "aim", "optuna_multi")
+    front = {entry["trial"] for entry in runs["study"]["pareto_front"]}
+    assert front == {t.number for t in study.best_trials}
+    assert _series(runs["study"], "pareto_front_size")[8] == len(front)
+    for trial in study.trials:
+        assert runs[f"trial {trial.number}"]["result"]["values"] == trial.values
+
+
+def test_ui_shows_runs_while_the_sweep_runs(project: Project) -> None:
+    project.write(
+        "nap.py", "import time\ndef objective(trial):\n    time.sleep(0.5)\n    return 1.0\n"
+    )
+    assert project.sweeper("run", "nap.py", "-n", "1").returncode == 0  # the repo exists
+    sweep = project.start("run", "nap.py", "-n", "30", "-p", "1")
+    ui = project.start("ui", "--port", "0")
+    try:
+        line = ui.stdout.readline()  # type: ignore[union-attr]
+        url = line[line.index("http://") :].split()[0]
+        deadline = time.monotonic() + 60
+        count = 0
+        while time.monotonic() < deadline and count < 4:
+            with urllib.request.urlopen(f"{url}/api/experiments/", timeout=10) as response:
+                count = {e["name"]: e["run_count"] for e in json.load(response)}.get("nap", 0)
+            time.sleep(0.2)
+        assert count >= 4
+        assert sweep.poll() is None  # still sweeping
+    finally:
+        for process in (sweep, ui):
+            process.send_signal(signal.SIGINT)
+        sweep.wait(timeout=60)
+        assert ui.wait(timeout=30) == 0
