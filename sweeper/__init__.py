@@ -24,6 +24,7 @@ from sweeper._errors import (
 
 if TYPE_CHECKING:
     from sweeper._api import run
+    from sweeper._plots import plot
     from sweeper.trial import RemoteTrial
 
 __version__ = "0.1.0"
@@ -39,10 +40,11 @@ __all__ = [
     "UsageError",
     "__version__",
     "log",
+    "plot",
     "run",
 ]
 
-_LAZY = {"run": "sweeper._api", "RemoteTrial": "sweeper.trial"}
+_LAZY = {"run": "sweeper._api", "plot": "sweeper._plots", "RemoteTrial": "sweeper.trial"}
 
 
 def __getattr__(name: str) -> Any:

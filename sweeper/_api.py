@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,7 @@ import optuna
 
 from sweeper._config import SweepConfig, resolve_config
 from sweeper._errors import ConfigError
+from sweeper._logging import get_logger
 from sweeper.objective._file import read_objective_file
 from sweeper.objective._ref import ObjectiveRef
 from sweeper.orchestrator._sweep import SweepResult, sweep
@@ -109,7 +112,22 @@ def run_sweep(
     """Resolve the objective and options, then run the sweep (shared by ``run`` and the CLI)."""
     ref, config, notes = prepare(target, objective=objective, options=options)
     reporter = progress if isinstance(progress, Reporter) else make_reporter(progress)
-    return sweep(ref, config, reporter=reporter, notes=notes)
+    with _optuna_quiet():
+        return sweep(ref, config, reporter=reporter, notes=notes)
+
+
+@contextlib.contextmanager
+def _optuna_quiet() -> Iterator[None]:
+    """Optuna's own INFO lines ("A new study created ...") repeat what the progress shows."""
+    verbosity = optuna.logging.get_verbosity()
+    if verbosity < optuna.logging.WARNING and not get_logger("sweeper").isEnabledFor(
+        logging.DEBUG
+    ):
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(verbosity)
 
 
 def prepare(
@@ -157,7 +175,18 @@ def make_reporter(progress: str | bool) -> Reporter:
     if progress is True:
         progress = "auto"
     if progress == "auto":
-        progress = "terminal" if sys.stderr.isatty() else "plain"
+        from sweeper.progress._notebook import in_notebook
+
+        if in_notebook():
+            progress = "notebook"
+        elif sys.stderr.isatty():
+            progress = "terminal"
+        else:
+            progress = "plain"
+    if progress == "notebook":
+        from sweeper.progress._notebook import NotebookReporter
+
+        return NotebookReporter()
     if progress == "terminal":
         from sweeper.progress._terminal import TerminalReporter
 
@@ -166,4 +195,6 @@ def make_reporter(progress: str | bool) -> Reporter:
         from sweeper.progress._plain import PlainReporter
 
         return PlainReporter()
-    raise ConfigError(f"progress must be 'auto', 'terminal', 'plain' or 'none'; got {progress!r}.")
+    raise ConfigError(
+        f"progress must be 'auto', 'notebook', 'terminal', 'plain' or 'none'; got {progress!r}."
+    )

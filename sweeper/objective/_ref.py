@@ -42,6 +42,7 @@ class ObjectiveRef:
     @classmethod
     def from_function(cls, function: Callable[..., Any]) -> ObjectiveRef:
         name = getattr(function, "__qualname__", None) or type(function).__name__
+        check_signature(function, name)
         try:
             pickled = cloudpickle.dumps(function)
         except Exception as error:

@@ -411,11 +411,11 @@ class Orchestrator:
             running = len(self._backend.running)
             self._stats.stopping = (
                 f"stopping: waiting for {running} running trial{'s' if running != 1 else ''}; "
-                "press Ctrl-C again to stop them now"
+                "interrupt again (Ctrl-C) to stop them now"
             )
             self._reporter.note(
-                "Ctrl-C: no new trials will start; running trials finish. "
-                "Press Ctrl-C again to stop them now.",
+                "Interrupted (Ctrl-C): no new trials will start, running trials finish. "
+                "Interrupt again to stop them now.",
                 "warning",
             )
         if self._interrupts >= 2 and not self._hard_stop:
