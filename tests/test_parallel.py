@@ -23,6 +23,7 @@ def test_parallel_trials_in_flight(project: Project, parallel: int) -> None:
         str(parallel),
         "--sampler",
         "random",
+        "--no-track",  # timings: keep the tracking process off the two cores
         env={"TIMED_DIR": str(folder)},
     )
     assert result.returncode == 0, result.stderr
