@@ -43,6 +43,14 @@ def run(
     backend: str | None = None,
     track: bool | None = None,
     aim_repo: str | None = None,
+    gpu: str | Sequence[str] | None = None,
+    cpu: float | None = None,
+    memory: int | None = None,
+    retries: int | None = None,
+    secrets: str | Sequence[str] | None = None,
+    volume: str | None = None,
+    pip: str | Sequence[str] | None = None,
+    requirements: str | None = None,
     progress: str | bool = "auto",
 ) -> optuna.Study:
     """Run a sweep of an Optuna objective on parallel workers and return the study.
@@ -65,9 +73,14 @@ def run(
             or an Optuna pruner object. ``pruner_args`` are passed to a named pruner.
         seed: Seed for a named sampler.
         trial_timeout: Fail a trial that runs longer than this many seconds.
-        backend: ``"local"`` (worker processes, the default).
+        backend: ``"local"`` (worker processes, the default) or ``"modal"``.
         track: Track every trial in Aim (default ``True``); see ``sweeper ui``.
         aim_repo: Folder of the Aim repo (default: ``.sweeper/aim``).
+        gpu, cpu, memory, retries, secrets, volume, pip, requirements: for
+            ``backend="modal"``: the GPU type (or a fallback list), CPU cores and memory (MiB)
+            per trial container, Modal's retries of a failed container, Modal secrets by name,
+            the Volume, and the packages of the trial image (default: what the objective
+            imports). See the README's "Running on Modal".
         progress: ``"auto"``, ``"terminal"``, ``"plain"``, ``"none"`` (only the summary), or
             ``False`` (nothing at all).
 
@@ -95,6 +108,14 @@ def run(
         "backend": backend,
         "track": track,
         "aim_repo": aim_repo,
+        "gpu": gpu,
+        "cpu": cpu,
+        "memory": memory,
+        "retries": retries,
+        "secrets": secrets,
+        "volume": volume,
+        "pip": pip,
+        "requirements": requirements,
     }
     result = run_sweep(target, objective=objective, options=options, progress=progress)
     if result.study is None:

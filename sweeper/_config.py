@@ -127,6 +127,35 @@ def _flag(name: str, value: Any) -> bool:
     raise ConfigError(f"{name} must be true or false; got {value!r}.")
 
 
+def _non_negative_int(name: str, value: Any) -> int:
+    if value in (0, "0"):
+        return 0
+    return _positive_int(name, value)
+
+
+def _positive_number(name: str, value: Any) -> float:
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a number; got {value!r}.") from None
+    if not number > 0:
+        raise ConfigError(f"{name} must be positive; got {value!r}.")
+    return number
+
+
+def _names(name: str, value: Any) -> tuple[str, ...]:
+    """One name, a comma-separated string, or a list of names."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not all(isinstance(i, str) for i in items):
+        raise ConfigError(f"{name} must be a name or a list of names; got {value!r}.")
+    names = tuple(i.strip() for i in items if i.strip())
+    if not names:
+        raise ConfigError(f"{name} must not be empty.")
+    return names
+
+
 def _backend(name: str, value: Any) -> str:
     text = str(value).strip().lower()
     if text not in BACKENDS:
@@ -182,9 +211,38 @@ OPTIONS: tuple[Option, ...] = (
     Option("backend", _backend, "Where trials run: local (worker processes) or modal."),
     Option("track", _flag, "Track every trial in Aim (default: true)."),
     Option("aim_repo", _name, "Folder of the Aim repo (default: .sweeper/aim)."),
+    Option(
+        "gpu",
+        _names,
+        "Modal: GPU type per trial, e.g. A10G, H100, or a fallback list "
+        "H100,A100-80GB (default: none, CPU containers).",
+    ),
+    Option("cpu", _positive_number, "Modal: CPU cores per trial container."),
+    Option("memory", _positive_int, "Modal: memory per trial container, in MiB."),
+    Option(
+        "retries",
+        _non_negative_int,
+        "Modal: times Modal retries a trial whose container "
+        "failed (default: 0; preempted trials are restarted regardless).",
+    ),
+    Option(
+        "secrets",
+        _names,
+        "Modal: secrets (by name) whose keys become environment variables in trial containers.",
+    ),
+    Option(
+        "volume", _name, "Modal: the Volume for the Aim repo and checkpoints (default: sweeper)."
+    ),
+    Option(
+        "pip",
+        _names,
+        "Modal: packages to install in the trial image (default: the "
+        "packages the objective imports, at the versions installed here).",
+    ),
+    Option("requirements", _name, "Modal: a requirements file to install in the trial image."),
 )
 OPTION_NAMES = tuple(o.name for o in OPTIONS)
-_ALIASES = {"direction": "directions", "n_jobs": "parallel"}
+_ALIASES = {"direction": "directions", "n_jobs": "parallel", "secret": "secrets"}
 
 
 @dataclass(frozen=True)
@@ -206,6 +264,14 @@ class SweepConfig:
     backend: str = "local"
     track: bool = True
     aim_repo: str | None = None
+    gpu: tuple[str, ...] | None = None
+    cpu: float | None = None
+    memory: int | None = None
+    retries: int | None = None
+    secrets: tuple[str, ...] | None = None
+    volume: str | None = None
+    pip: tuple[str, ...] | None = None
+    requirements: str | None = None
     sources: dict[str, str] = field(default_factory=dict, compare=False)
     """Where each option's value came from (for messages): flag, env, file, optuna-call."""
 

@@ -136,7 +136,7 @@ def test_interrupting_a_jupyter_kernel(project: Project) -> None:
 def test_every_cli_option_is_a_keyword_argument() -> None:
     parameters = inspect.signature(sweeper.run).parameters
     for name in OPTION_NAMES:
-        assert ("direction" if name == "directions" else name) in parameters, name
+        assert {"directions": "direction"}.get(name, name) in parameters, name
     assert "objective" in parameters  # --objective
 
 

@@ -121,3 +121,13 @@ def test_status_of_unknown_study(project: Project) -> None:
     assert project.sweeper("run", "one.py", "-n", "1").returncode == 0
     result = project.sweeper("best", "--study", "other")
     _assert_usage_error(result, "no study 'other'", "one")
+
+
+def test_modal_without_credentials(project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
+    project.write("one.py", GOOD)
+    env = {"HOME": str(project.path), "MODAL_TOKEN_ID": "", "MODAL_TOKEN_SECRET": ""}
+    result = project.sweeper("run", "one.py", "-n", "2", "--backend", "modal", env=env)
+    _assert_usage_error(result, "needs Modal credentials", "modal setup", "MODAL_TOKEN_ID")
+    assert project.study_names() == []
+    result = project.sweeper("ui", "--backend", "modal", env=env)
+    _assert_usage_error(result, "needs Modal credentials")

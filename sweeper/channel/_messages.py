@@ -10,8 +10,10 @@ from typing import Any
 class Call:
     """A method call on the orchestrator's live ``optuna.Trial`` (or its study).
 
-    ``seq`` numbers the calls of one trial attempt from 1, so the orchestrator can apply them
-    in order, drop duplicates from a restarted attempt, and know when it has seen them all.
+    ``seq`` numbers the calls of one attempt at a trial from 1, so the orchestrator knows when
+    it has seen them all. ``attempt`` tells attempts apart: 0 where a trial runs once (local
+    workers); on Modal a worker picks a random number and announces it with a ``started``
+    call, after which calls of an older attempt (a preempted container) are dropped.
     """
 
     number: int
@@ -31,3 +33,4 @@ class Reply:
     seq: int
     value: Any = None
     error: BaseException | None = None
+    attempt: int = 0

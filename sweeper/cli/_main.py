@@ -90,6 +90,19 @@ def build_parser() -> argparse.ArgumentParser:
         const=False,
         help="do not track trials in Aim",
     )
+    modal_options = run.add_argument_group("Modal backend (--backend modal)")
+    modal_options.add_argument("--gpu", help=option_help("gpu"))
+    modal_options.add_argument("--cpu", help=option_help("cpu"))
+    modal_options.add_argument("--memory", metavar="MIB", help=option_help("memory"))
+    modal_options.add_argument("--retries", metavar="N", help=option_help("retries"))
+    modal_options.add_argument(
+        "--secret", dest="secrets", action="append", metavar="NAME", help=option_help("secrets")
+    )
+    modal_options.add_argument("--volume", metavar="NAME", help=option_help("volume"))
+    modal_options.add_argument(
+        "--pip", action="append", metavar="PACKAGE", help=option_help("pip")
+    )
+    modal_options.add_argument("--requirements", metavar="FILE", help=option_help("requirements"))
     run.add_argument(
         "--progress",
         default="auto",
@@ -122,6 +135,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=43800,
         help="port (default: 43800, or a free one if it is taken)",
     )
+    ui.add_argument(
+        "--backend",
+        default="local",
+        choices=("local", "modal"),
+        help="modal: serve the repo on the sweeps' Modal Volume through a tunnel",
+    )
+    ui.add_argument("--volume", metavar="NAME", help=option_help("volume"))
 
     best = commands.add_parser("best", help="print the best trial (or the Pareto front)")
     best.add_argument("file", metavar="FILE", nargs="?", help="objective file (names the study)")
@@ -173,6 +193,8 @@ def _ui(args: argparse.Namespace) -> int:
     from sweeper.study._storage import home
     from sweeper.tracking._ui import serve_until_interrupted
 
+    if args.backend == "modal":
+        return _modal_ui(args)
     repo = args.aim_repo or env_settings().get("aim_repo")
     path = Path(repo).expanduser() if repo else home() / "aim"
 
@@ -181,6 +203,29 @@ def _ui(args: argparse.Namespace) -> int:
         sys.stdout.flush()
 
     serve_until_interrupted(path, args.host, args.port, announce)
+    return EXIT_OK
+
+
+def _modal_ui(args: argparse.Namespace) -> int:
+    from sweeper._config import env_settings
+    from sweeper._errors import ConfigError
+
+    try:
+        from sweeper.backends import _modal_app
+    except ImportError as error:
+        raise ConfigError(f"--backend modal needs the modal package ({error})") from None
+    if not _modal_app.has_credentials():
+        raise ConfigError(
+            "--backend modal needs Modal credentials, and none are set up here. Run `modal "
+            "setup` once (or set MODAL_TOKEN_ID and MODAL_TOKEN_SECRET), then run again."
+        )
+    volume = str(args.volume or env_settings().get("volume") or "sweeper")
+
+    def announce(url: str) -> None:
+        sys.stdout.write(f"Aim UI for Volume {volume!r}: {url}  (read-only; Ctrl-C to stop)\n")
+        sys.stdout.flush()
+
+    _modal_app.serve_ui(_modal_app.ModalSettings(volume=volume), announce)
     return EXIT_OK
 
 

@@ -33,6 +33,8 @@ class ObjectiveRef:
     function: str = "objective"
     pickled: bytes | None = None
     sys_path: tuple[str, ...] = ()
+    imports: tuple[str, ...] = ()
+    """Top-level modules a function objective uses (for container images)."""
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str], function: str) -> ObjectiveRef:
@@ -51,7 +53,15 @@ class ObjectiveRef:
                 f"{error}). Move what it uses that cannot be pickled (open files, locks, "
                 "clients) inside the function."
             ) from None
-        return cls(label=name, function=name, pickled=pickled, sys_path=tuple(sys.path))
+        from sweeper.objective._imports import function_imports
+
+        return cls(
+            label=name,
+            function=name,
+            pickled=pickled,
+            sys_path=tuple(sys.path),
+            imports=tuple(sorted(function_imports(function))),
+        )
 
     def load(self) -> Callable[[Any], Any]:
         """Import or unpickle the objective in this process; raise ObjectiveError if unusable."""

@@ -8,14 +8,14 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 
-from sweeper._errors import ConfigError, ObjectiveError, SweeperError
+from sweeper._errors import ConfigError, ObjectiveError, SweeperError, UsageError
 from sweeper._logging import get_logger
 from sweeper.backends._base import Backend, LoadFailed, Notice
 from sweeper.channel._messages import Call, Reply
@@ -54,6 +54,7 @@ TRIAL_METHODS = frozenset(
     }
 )
 _POLL_SECONDS = 0.2
+_CALLS_GRACE = 30.0
 _INTERRUPTED = "interrupted: the sweep was stopped before this trial finished"
 
 
@@ -70,7 +71,7 @@ class OpenStudy:
 class _Abort(SweeperError):
     """Stop the sweep now: cancel running trials, record them, then raise ``error``."""
 
-    def __init__(self, error: SweeperError) -> None:
+    def __init__(self, error: UsageError) -> None:
         super().__init__(str(error))
         self.error = error
 
@@ -102,10 +103,16 @@ class Orchestrator:
         timeout: float | None,
         trial_timeout: float | None,
         tracker: Tracker | None = None,
+        checkpoints: Path | None = None,
     ) -> None:
         self._backend = backend
+        self._checkpoints = checkpoints
         self._tracker = tracker or Tracker()
         self._roots: dict[int, int] = {}
+        self._attempts: dict[int, int] = {}
+        self._applied: dict[int, int] = {}
+        self._starts: dict[int, int] = {}
+        self._parked: dict[int, tuple[TrialResult, float]] = {}
         self._open_study = open_study
         self._reporter = reporter
         self._stats = stats
@@ -142,20 +149,22 @@ class Orchestrator:
         return self._interrupts > 0
 
     def run(self) -> None:
-        """Run the sweep; raise UsageError subclasses for bad input found on the way."""
+        """Run the sweep; raise UsageError subclasses for bad input found on the way.
+
+        Starts the backend; closing it is the caller's (after tracking has been flushed,
+        since on Modal the tracking hub lives in the backend's App).
+        """
         with self._signal_handlers():
-            try:
-                self._backend.start()
-                if not self._wait_for_workers():
-                    return
-                self._opened = self._open_study()
-                self._any_values = any(
-                    t.state == TrialState.COMPLETE
-                    for t in self._opened.study.get_trials(deepcopy=False)
-                )
-                self._loop()
-            finally:
-                self._backend.close()
+            self._backend.start()
+            if not self._wait_for_workers():
+                return
+            self._opened = self._open_study()
+            self._any_values = any(
+                t.state == TrialState.COMPLETE
+                for t in self._opened.study.get_trials(deepcopy=False)
+            )
+            self._loop()
+            self._backend.wind_down()
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -184,11 +193,16 @@ class Orchestrator:
             elif not wound_down:
                 wound_down = True
                 self._backend.wind_down()
-            if not self._backend.running and (self._stopping() or self._budget_spent()):
+            if (
+                not self._backend.running
+                and not self._parked
+                and (self._stopping() or self._budget_spent())
+            ):
                 break
             for event in self._backend.poll(self._poll_timeout()):
                 self._handle(event)
             self._expire()
+            self._release_parked()
             problem = self._tracker.take_problem()
             if problem is not None:
                 self._reporter.note(problem, "warning")
@@ -234,7 +248,11 @@ class Orchestrator:
         self._stats.running = len(self._backend.running)
 
     def _spec(self, live: optuna.Trial) -> TrialSpec:
-        return build_spec(live, log_path=str(self._log_path(live.number)))
+        spec = build_spec(live, log_path=str(self._log_path(live.number)))
+        if self._checkpoints is not None:
+            root = spec.root if spec.root is not None else spec.number
+            spec = replace(spec, checkpoint_dir=str(self._checkpoints / f"trial-{root}"))
+        return spec
 
     def _log_path(self, number: int) -> Path:
         return self._log_dir / f"trial-{number}.log"
@@ -259,12 +277,38 @@ class Orchestrator:
         elif isinstance(event, Notice):
             self._reporter.note(event.text, event.level)
         elif isinstance(event, LoadFailed):
-            self._reporter.note(event.message, "warning")
+            if self._any_values:  # it loaded before: a worker-specific problem
+                self._reporter.note(event.message, "warning")
+            else:
+                self._stop_with(ObjectiveError(event.message), "stopped: " + event.message)
 
     def _on_call(self, call: Call) -> None:
         live = self._live.get(call.number)
         if live is None:
             return
+        number = call.number
+        if call.method == "started":
+            # A worker (re)starting this trial: a restarted attempt (Modal preempted or
+            # retried its container) takes over, and what the old one sends is dropped.
+            self._attempts[number] = call.attempt
+            self._applied[number] = 0
+            self._starts[number] = self._starts.get(number, 0) + 1
+            if self._starts[number] > 1:
+                self._reporter.note(
+                    f"trial {number} restarted on a new worker (start {self._starts[number]}); "
+                    "it continues as the same trial",
+                    "warning",
+                )
+        elif call.attempt != self._attempts.setdefault(number, call.attempt):
+            return
+        self._applied[number] = self._applied.get(number, 0) + 1
+        self._apply_call(call, live)
+        parked = self._parked.get(number)
+        if parked is not None and self._applied[number] >= parked[0].n_calls:
+            del self._parked[number]
+            self._finish(parked[0])
+
+    def _apply_call(self, call: Call, live: optuna.Trial) -> None:
         study, root = live.study.study_name, self._roots[call.number]
         if call.method == "log":
             metrics, step, context = call.args
@@ -283,7 +327,31 @@ class Orchestrator:
             self._tracker.emit(Reported(study, root, int(call.args[1]), float(call.args[0])))
 
     def _on_result(self, result: TrialResult) -> None:
+        """Tell the trial, once every call its worker made before the result is applied.
+
+        On a transport where results and calls travel apart (Modal), the result can arrive
+        first; it waits (at most ``_CALLS_GRACE`` seconds) for the calls it counts.
+        """
+        number = result.number
+        current = self._attempts.get(number, result.attempt)
+        if result.attempt == current and result.n_calls > self._applied.get(number, 0):
+            self._parked[number] = (result, time.monotonic() + _CALLS_GRACE)
+            return
+        self._finish(result)
+
+    def _release_parked(self) -> None:
+        now = time.monotonic()
+        for number, (result, deadline) in list(self._parked.items()):
+            if deadline <= now:
+                del self._parked[number]
+                missing = result.n_calls - self._applied.get(number, 0)
+                logger.warning("trial %d: %d of its calls never arrived", number, missing)
+                self._finish(result)
+
+    def _finish(self, result: TrialResult) -> None:
         assert self._opened is not None
+        for table in (self._attempts, self._applied, self._starts):
+            table.pop(result.number, None)
         live = self._live.pop(result.number)
         self._deadlines.pop(result.number, None)
         state, values = result.state, result.values
@@ -332,15 +400,14 @@ class Orchestrator:
                 f"but the study has {n} direction{'s' if n != 1 else ''} "
                 f"({', '.join(directions)})"
             )
-            if first and self._abort is None:
-                self._abort = _Abort(
+            if first:
+                self._stop_with(
                     ConfigError(
                         f"{reason}. Give --direction once per returned value (for example "
                         "--direction minimize --direction maximize)."
-                    )
+                    ),
+                    "stopped: " + reason,
                 )
-                for number in self._backend.running:
-                    self._backend.cancel(number, "stopped: " + reason)
             return reason
         if any(math.isnan(v) for v in values):
             shown = ", ".join(str(v) for v in values)
@@ -376,6 +443,14 @@ class Orchestrator:
                 pareto_front=tuple((n, v) for v, n in s.front),
             )
         )
+
+    def _stop_with(self, error: UsageError, reason: str) -> None:
+        """Stop the sweep because its input is wrong: record the running trials, then
+        raise ``error`` from :meth:`run`."""
+        if self._abort is None:
+            self._abort = _Abort(error)
+            for number in self._backend.running:
+                self._backend.cancel(number, reason)
 
     def _tell(
         self,
@@ -462,6 +537,7 @@ def build_spec(live: optuna.Trial, log_path: str | None = None) -> TrialSpec:
         user_attrs=dict(frozen.user_attrs),
         datetime_start=live.datetime_start,
         log_path=log_path,
+        root=frozen.system_attrs.get(RETRY_OF_KEY),
     )
 
 
@@ -473,7 +549,9 @@ def answer_call(call: Call, live: optuna.Trial) -> Reply:
     would, so an error in it is only logged.
     """
     try:
-        if call.method == "study_attribute":
+        if call.method == "started":
+            value = {"params": live.params}
+        elif call.method == "study_attribute":
             name = call.args[0]
             if name not in STUDY_ATTRIBUTES:
                 raise AttributeError(f"study.{name} is not readable from a worker")
@@ -483,8 +561,8 @@ def answer_call(call: Call, live: optuna.Trial) -> Reply:
         else:
             raise AttributeError(f"trial.{call.method} cannot be called from a worker")
     except Exception as error:
-        return Reply(call.number, call.seq, error=picklable_error(error))
-    return Reply(call.number, call.seq, value=value)
+        return Reply(call.number, call.seq, error=picklable_error(error), attempt=call.attempt)
+    return Reply(call.number, call.seq, value=value, attempt=call.attempt)
 
 
 def _failure_kind(reason: str | None, trace: str | None) -> str:

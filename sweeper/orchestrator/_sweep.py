@@ -12,7 +12,7 @@ from typing import Any
 import optuna
 
 from sweeper._config import SweepConfig
-from sweeper._errors import ConfigError, StorageError
+from sweeper._errors import StorageError, UsageError
 from sweeper._logging import get_logger
 from sweeper.backends._base import Backend
 from sweeper.objective._ref import ObjectiveRef
@@ -28,6 +28,7 @@ from sweeper.tracking._tracker import HubTracker, Tracker
 logger = get_logger(__name__)
 
 _STATE_ORDER = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
+MODAL_DEFAULT_PARALLEL = 4
 
 
 @dataclass
@@ -52,8 +53,13 @@ def sweep(
     reporter: Reporter,
     workdir: str | os.PathLike[str] | None = None,
     notes: tuple[str, ...] = (),
+    backend: Backend | None = None,
 ) -> SweepResult:
-    """Run one sweep. Bad input raises a UsageError before the study is touched."""
+    """Run one sweep. Bad input raises a UsageError before the study is touched.
+
+    ``backend`` replaces the one the options would build (tests use it to run the Modal
+    backend over a stand-in for Modal).
+    """
     opened_storage = open_storage(config.storage, workdir)
     storage = opened_storage.storage
     existing = existing_directions(storage, config.study)
@@ -81,7 +87,10 @@ def sweep(
         if isinstance(config.pruner, optuna.pruners.BasePruner)
         else make_pruner(config.pruner, config.pruner_args)
     )
-    backend, parallel = _make_backend(objective, config, workdir)
+    if backend is None:
+        backend, parallel = _make_backend(objective, config, workdir)
+    else:
+        parallel = config.parallel or 1
     log_dir = log_dir_for(config.study, workdir)
     stats = SweepStats(
         study=config.study,
@@ -90,7 +99,7 @@ def sweep(
         timeout=config.timeout,
     )
     record = SweepRecord.for_this_process()
-    tracker = _make_tracker(config, workdir)
+    tracker = _make_tracker(config, workdir, backend)
 
     def open_study() -> OpenStudy:
         study = optuna.create_study(
@@ -139,9 +148,10 @@ def sweep(
         timeout=config.timeout,
         trial_timeout=config.trial_timeout,
         tracker=tracker,
+        checkpoints=_checkpoints(config, workdir),
     )
     try:
-        study = _run(orchestrator, storage, record, config.study, tracker, reporter)
+        study = _run(orchestrator, backend, storage, record, config.study, tracker, reporter)
         summary = None
         if study is not None:
             summary = _summary(
@@ -162,6 +172,7 @@ def sweep(
 
 def _run(
     orchestrator: Orchestrator,
+    backend: Backend,
     storage: optuna.storages.BaseStorage,
     record: SweepRecord,
     study_name: str,
@@ -175,29 +186,47 @@ def _run(
     """
     try:
         orchestrator.run()
-    except ConfigError:
+    except UsageError:
         opened = orchestrator.opened
         if opened is not None and opened.created:
             optuna.delete_study(study_name=study_name, storage=storage)
             tracker.emit(StudyDeleted(study_name))
         raise
     finally:
-        opened = orchestrator.opened
-        if opened is not None and _study_exists(storage, study_name):
-            unregister(storage, opened.study_id, record)
-        _close_tracker(tracker, reporter)
+        try:
+            opened = orchestrator.opened
+            if opened is not None and _study_exists(storage, study_name):
+                unregister(storage, opened.study_id, record)
+            _close_tracker(tracker, reporter)  # before the backend: on Modal it is in the App
+        finally:
+            backend.close()
     return orchestrator.opened.study if orchestrator.opened else None
 
 
-def _make_tracker(config: SweepConfig, workdir: str | os.PathLike[str] | None) -> Tracker:
+def _make_tracker(
+    config: SweepConfig, workdir: str | os.PathLike[str] | None, backend: Backend
+) -> Tracker:
     if not config.track:
         return Tracker()
+    if config.backend == "modal":
+        from sweeper.backends._modal import ModalBackend
+        from sweeper.tracking._modal import ModalTracker
+
+        if isinstance(backend, ModalBackend):
+            return ModalTracker(backend)
     repo = Path(config.aim_repo).expanduser() if config.aim_repo else home(workdir) / "aim"
     return HubTracker(repo, log_path=home(workdir) / "logs" / "tracking.log")
 
 
+def _checkpoints(config: SweepConfig, workdir: str | os.PathLike[str] | None) -> Path | None:
+    """Local trials' checkpoint folders (on Modal they are on the Volume)."""
+    if config.backend != "local":
+        return None
+    return home(workdir) / "checkpoints" / re.sub(r"[^A-Za-z0-9._-]+", "_", config.study)
+
+
 def _close_tracker(tracker: Tracker, reporter: Reporter) -> None:
-    if isinstance(tracker, HubTracker) and tracker.backlog > 1000:
+    if tracker.backlog > 1000:
         reporter.note(f"Writing {tracker.backlog} tracking events to Aim...")
     tracker.close()
     problem = tracker.take_problem()
@@ -242,9 +271,10 @@ def _make_backend(
         parallel = config.parallel or default_parallel()
         backend = LocalBackend(objective, parallel, log_dir=log_dir_for(config.study, workdir))
         return backend, parallel
-    raise ConfigError(
-        f"the {config.backend!r} backend is not available in this version; use --backend local."
-    )
+    from sweeper.backends._modal import make_modal_backend
+
+    parallel = config.parallel or MODAL_DEFAULT_PARALLEL
+    return make_modal_backend(objective, config, parallel), parallel
 
 
 def _study_exists(storage: optuna.storages.BaseStorage, name: str) -> bool:

@@ -1,9 +1,9 @@
 """The orchestrator's side of tracking: queue events and hand them to the repo's writer.
 
 ``emit`` only appends to a queue: a background thread sends what has queued up, in
-batches, to the tracking hub process (which alone writes the Aim repo). Nothing the hub
-does can slow down or stop the sweep: if it cannot start, or dies, tracking is switched
-off and the problem is reported once (``take_problem``).
+batches, to the one writer of the Aim repo (a local process, or the Aim hub container on
+Modal). Nothing the writer does can slow down or stop the sweep: if it cannot start, or
+goes away, tracking is switched off and the problem is reported once (``take_problem``).
 """
 
 from __future__ import annotations
@@ -12,7 +12,10 @@ import collections
 import os
 import threading
 import time
+from multiprocessing.connection import Connection
 from pathlib import Path
+from subprocess import Popen
+from typing import Any
 
 from sweeper._logging import get_logger
 from sweeper._process import spawn_python
@@ -21,6 +24,10 @@ from sweeper.tracking._events import Event
 logger = get_logger(__name__)
 
 _BATCH = 2000
+
+
+class TrackingUnavailable(Exception):
+    """The writer cannot be reached; the message says why."""
 
 
 class Tracker:
@@ -41,15 +48,22 @@ class Tracker:
     def close(self, timeout: float = 600.0) -> None:
         """Send what is queued, let the writer finish every run, and stop it."""
 
+    @property
+    def backlog(self) -> int:
+        """Events not sent to the writer yet."""
+        return 0
 
-class HubTracker(Tracker):
-    """Tracking into the Aim repo at ``repo``, written by a local hub process."""
+
+class BatchingTracker(Tracker):
+    """Queues events and sends them in batches from a thread of its own.
+
+    Subclasses connect to a writer: ``_open`` (raise :class:`TrackingUnavailable`),
+    ``_send(batch)``, ``_finish()`` (the writer has written everything when it returns).
+    """
 
     enabled = True
 
-    def __init__(self, repo: str | os.PathLike[str], *, log_path: str | os.PathLike[str]):
-        self.repo = Path(repo)
-        self._log_path = Path(log_path)
+    def __init__(self) -> None:
         self._queue: collections.deque[Event] = collections.deque()
         self._wake = threading.Event()
         self._closing = False
@@ -70,7 +84,6 @@ class HubTracker(Tracker):
 
     @property
     def backlog(self) -> int:
-        """Events not sent to the writer yet."""
         return len(self._queue)
 
     def take_problem(self) -> str | None:
@@ -83,8 +96,6 @@ class HubTracker(Tracker):
         if self._thread is not None:
             self._thread.join(timeout)
 
-    # -- the sending thread ----------------------------------------------------------------
-
     def _fail(self, problem: str) -> None:
         self.enabled = False
         self._queue.clear()
@@ -92,22 +103,10 @@ class HubTracker(Tracker):
             self._problems.append(f"tracking is off for this sweep: {problem}")
 
     def _run(self) -> None:
-        self._log_path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            with open(self._log_path, "ab") as log:
-                process, connection = spawn_python(
-                    "sweeper.tracking._hub", [str(self.repo)], env=os.environ, output=log
-                )
-        except OSError as error:
-            self._fail(f"cannot start the tracking process ({error})")
-            return
-        try:
-            status = connection.recv()
-        except (EOFError, OSError):
-            status = ("failed", f"the tracking process exited; see {self._log_path}")
-        if status[0] != "ready":
-            self._fail(status[1])
-            process.wait()
+            self._open()
+        except TrackingUnavailable as error:
+            self._fail(str(error))
             return
         try:
             while True:
@@ -116,19 +115,89 @@ class HubTracker(Tracker):
                 closing = self._closing
                 while self._queue:
                     batch = [self._queue.popleft() for _ in range(min(_BATCH, len(self._queue)))]
-                    connection.send(batch)
+                    self._send(batch)
                     self.sent += len(batch)
                 if closing:
-                    connection.send("close")
-                    connection.recv()  # ("closed",): every run is finished and indexed
+                    self._finish()
                     break
-        except (EOFError, OSError) as error:
-            self._fail(f"the tracking process stopped ({error}); see {self._log_path}")
+        except TrackingUnavailable as error:
+            self._fail(str(error))
         finally:
-            connection.close()
-            deadline = time.monotonic() + 10
-            while process.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.05)
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+            self._cleanup()
+
+    # -- hooks -----------------------------------------------------------------------------
+
+    def _open(self) -> None:
+        raise NotImplementedError
+
+    def _send(self, batch: list[Event]) -> None:
+        raise NotImplementedError
+
+    def _finish(self) -> None:
+        raise NotImplementedError
+
+    def _cleanup(self) -> None:
+        """Release what ``_open`` took, on every exit path."""
+
+
+class HubTracker(BatchingTracker):
+    """Tracking into the Aim repo at ``repo``, written by a local hub process."""
+
+    def __init__(self, repo: str | os.PathLike[str], *, log_path: str | os.PathLike[str]):
+        super().__init__()
+        self.repo = Path(repo)
+        self._log_path = Path(log_path)
+        self._process: Popen[bytes] | None = None
+        self._connection: Connection | None = None
+
+    def _open(self) -> None:
+        self._log_path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with open(self._log_path, "ab") as log:
+                self._process, self._connection = spawn_python(
+                    "sweeper.tracking._hub", [str(self.repo)], env=os.environ, output=log
+                )
+        except OSError as error:
+            raise TrackingUnavailable(f"cannot start the tracking process ({error})") from None
+        status = self._receive()
+        if status[0] != "ready":
+            raise TrackingUnavailable(status[1])
+
+    def _receive(self) -> Any:
+        assert self._connection is not None
+        try:
+            return self._connection.recv()
+        except (EOFError, OSError):
+            raise TrackingUnavailable(
+                f"the tracking process stopped; see {self._log_path}"
+            ) from None
+
+    def _send(self, batch: list[Event]) -> None:
+        assert self._connection is not None
+        try:
+            self._connection.send(batch)
+        except (EOFError, OSError) as error:
+            raise TrackingUnavailable(
+                f"the tracking process stopped ({error}); see {self._log_path}"
+            ) from None
+
+    def _finish(self) -> None:
+        assert self._connection is not None
+        try:
+            self._connection.send("close")
+        except (EOFError, OSError) as error:
+            raise TrackingUnavailable(f"the tracking process stopped ({error})") from None
+        self._receive()  # ("closed",): every run is finished and indexed
+
+    def _cleanup(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+        process = self._process
+        if process is None:
+            return
+        deadline = time.monotonic() + 10
+        while process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if process.poll() is None:
+            process.kill()
+            process.wait()

@@ -43,15 +43,19 @@ def check_repo(repo: Path) -> None:
 
 
 @contextlib.contextmanager
-def aim_ui(repo: Path, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> Iterator[str]:
+def aim_ui(
+    repo: Path, host: str = "127.0.0.1", port: int = DEFAULT_PORT, base_path: str = ""
+) -> Iterator[str]:
     """Serve Aim's UI on ``repo`` while the block runs; yield its URL once it answers.
 
     The server runs read-only (nothing can be deleted or edited from the page) in a process
-    group of its own, which is stopped on the way out, whatever happens.
+    group of its own, which is stopped on the way out, whatever happens. ``base_path`` puts
+    every page and API route under that path (for a secret in a public URL).
     """
     check_repo(repo)
     port = free_port(host, port)
-    url = f"http://{host}:{port}"
+    local = "127.0.0.1" if host in ("0.0.0.0", "") else host
+    url = f"http://{local}:{port}{base_path}"
     marker = repo / UI_MARKER
     marker.write_text(str(os.getpid()))
     process = subprocess.Popen(
@@ -68,6 +72,7 @@ def aim_ui(repo: Path, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> Ite
             str(port),
             "--read-only",
             "--yes",
+            *(["--base-path", base_path] if base_path else []),
         ],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,

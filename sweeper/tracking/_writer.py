@@ -98,6 +98,7 @@ class AimWriter:
             raise TrackingError(f"the Aim repo {self.path} is unusable ({error})") from None
         self._hashes: dict[tuple[str, int | None], str] = self._read_runs_file()
         self._open: dict[tuple[str, int | None], Any] = {}
+        self._unindexed: list[str] = []
         self._last: dict[str, StudyProgress] = {}
 
     # -- public ----------------------------------------------------------------------------
@@ -244,6 +245,14 @@ class AimWriter:
         run_hash = run.hash
         run.close()
         if self._index_runs and not self._ui_is_serving():
+            self._index(run_hash)
+        else:
+            self._unindexed.append(run_hash)
+
+    def index_pending(self) -> None:
+        """Index the runs closed while someone else was indexing (a UI that has stopped)."""
+        pending, self._unindexed = self._unindexed, []
+        for run_hash in dict.fromkeys(pending):
             self._index(run_hash)
 
     def _index(self, run_hash: str) -> None:

@@ -37,6 +37,10 @@ class TrialSpec:
     datetime_start: datetime.datetime | None = None
     log_path: str | None = None
     attempt: int = 0
+    checkpoint_dir: str | None = None
+    """A folder for the trial's checkpoints, kept across restarts of the same trial."""
+    root: int | None = None
+    """The trial this one runs again (after an interruption), if it is a rerun."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +59,8 @@ class TrialResult:
     """The trial's parameters as the objective saw them (None if the worker was lost)."""
     worker: dict[str, Any] = field(default_factory=dict)
     """Where it ran: host, pid, worker slot, GPU."""
+    load_error: str | None = None
+    """Set when the worker could not load the objective: every trial would fail the same."""
 
 
 def picklable_error(error: BaseException) -> BaseException:

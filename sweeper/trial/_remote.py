@@ -6,8 +6,10 @@ import copy
 import datetime
 import json
 import math
+import os
 import warnings
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from optuna.distributions import (
@@ -101,6 +103,33 @@ class RemoteTrial(BaseTrial):
     @property
     def constraints(self) -> dict[str, float]:
         return dict(self._constraints)
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        """A folder for this trial's checkpoints (created on first use).
+
+        It is the same folder every time this trial runs: after a Modal container was
+        preempted and the trial restarted, or when an interrupted sweep reruns the trial.
+        On Modal it is on the sweep's Volume; call :meth:`commit_checkpoint` after writing.
+        Also in the environment variable ``SWEEPER_CHECKPOINT_DIR``.
+        """
+        if self._spec.checkpoint_dir is None:
+            raise RuntimeError("this trial has no checkpoint folder (run it with sweeper)")
+        path = Path(self._spec.checkpoint_dir)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def commit_checkpoint(self) -> None:
+        """Make what was written to :attr:`checkpoint_dir` survive this container.
+
+        On Modal this commits the Volume, so a restarted trial finds the files; on local
+        workers the files are on disk already and this does nothing.
+        """
+        volume = os.environ.get("SWEEPER_VOLUME")
+        if volume:
+            import modal
+
+            modal.Volume.from_name(volume).commit()
 
     # -- suggestions --------------------------------------------------------------------
 

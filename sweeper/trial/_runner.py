@@ -28,6 +28,8 @@ def run_trial(objective: Objective, spec: TrialSpec, channel: TrialChannel) -> T
     """
     trial = RemoteTrial(spec, channel)
     set_current(trial)
+    if spec.checkpoint_dir is not None:
+        os.environ["SWEEPER_CHECKPOINT_DIR"] = spec.checkpoint_dir
     start = time.perf_counter()
     state: str
     values: tuple[float, ...] | None = None
@@ -78,6 +80,8 @@ def worker_identity() -> dict[str, Any]:
             "worker": os.environ.get("SWEEPER_WORKER"),
             "gpu": os.environ.get("CUDA_VISIBLE_DEVICES"),
         }
+        if os.environ.get("MODAL_TASK_ID"):
+            _IDENTITY["modal_task"] = os.environ["MODAL_TASK_ID"]
     return dict(_IDENTITY)
 
 
