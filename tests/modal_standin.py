@@ -102,6 +102,7 @@ class FakeQueue:
         self.get = _Method(self._get)
         self.get_many = _Method(self._get_many)
         self.puts = 0
+        self.asked_suggestions: list[tuple[int, str]] = []
         _QUEUES[id(self)] = self
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -130,6 +131,13 @@ class FakeQueue:
         _check_alive(values)
         if partition is not None and not 0 < len(partition.encode()) <= 64:
             raise modal.exception.InvalidError("partition key must be 1 to 64 bytes")
+        for value in values:
+            if isinstance(value, tuple) and value and value[0] == "calls":
+                self.asked_suggestions.extend(
+                    (call.number, call.args[0])
+                    for call in value[1]
+                    if call.wants_reply and call.method.startswith("suggest_")
+                )
         encoded = [cloudpickle.dumps(v) for v in values]
         for item in encoded:
             if len(item) > self.MAX_ITEM_BYTES:

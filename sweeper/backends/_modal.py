@@ -156,6 +156,8 @@ class ModalBackend(Backend):
     :class:`Backend` contract holds: one result per submitted trial, whatever Modal does.
     """
 
+    prefetch = True
+
     def __init__(
         self,
         transport: ModalTransport,

@@ -54,6 +54,20 @@ TRIAL_METHODS = frozenset(
     }
 )
 _POLL_SECONDS = 0.2
+_RECENT_TRIALS = 20
+# Samplers whose sample_independent looks only at finished trials, not at the trial's other
+# parameters: a value for a parameter can be drawn before the objective asks for it.
+_INDEPENDENT_SAMPLERS = frozenset(
+    {
+        "RandomSampler",
+        "TPESampler",
+        "CmaEsSampler",
+        "GPSampler",
+        "QMCSampler",
+        "NSGAIISampler",
+        "NSGAIIISampler",
+    }
+)
 _CALLS_GRACE = 30.0
 _INTERRUPTED = "interrupted: the sweep was stopped before this trial finished"
 
@@ -113,6 +127,9 @@ class Orchestrator:
         self._applied: dict[int, int] = {}
         self._starts: dict[int, int] = {}
         self._parked: dict[int, tuple[TrialResult, float]] = {}
+        self._proposals: dict[int, dict[str, Any]] = {}
+        self._recent_space: dict[str, Any] = {}
+        self._last_asked: dict[str, int] = {}
         self._open_study = open_study
         self._reporter = reporter
         self._stats = stats
@@ -249,10 +266,48 @@ class Orchestrator:
 
     def _spec(self, live: optuna.Trial) -> TrialSpec:
         spec = build_spec(live, log_path=str(self._log_path(live.number)))
+        if self._backend.prefetch:
+            proposals = self._propose(live, spec)
+            if proposals:
+                spec = replace(spec, proposals=proposals)
+                self._proposals[live.number] = {n: v for n, (_, v) in proposals.items()}
         if self._checkpoints is not None:
             root = spec.root if spec.root is not None else spec.number
             spec = replace(spec, checkpoint_dir=str(self._checkpoints / f"trial-{root}"))
         return spec
+
+    def _propose(self, live: optuna.Trial, spec: TrialSpec) -> dict[str, tuple[Any, Any]]:
+        """Values for the parameters recent trials asked for, sampled now by the study's
+        sampler, so the worker needs no round trip for them (for backends where a round trip
+        is slow). Only for samplers whose independent sampling does not depend on the trial's
+        other parameters; a value the objective does not use is simply not recorded."""
+        sampler = live.study.sampler
+        if type(sampler).__name__ not in _INDEPENDENT_SAMPLERS:
+            return {}
+        frozen = live._cached_frozen_trial
+        proposals = {}
+        for name, distribution in self._recent_space.items():
+            if name in spec.fixed_params or name in spec.relative_search_space:
+                continue
+            if distribution.single():
+                continue
+            try:
+                value = sampler.sample_independent(live.study, frozen, name, distribution)
+            except Exception as error:  # the worker will ask instead
+                logger.debug("could not propose %s: %s", name, error)
+                continue
+            proposals[name] = (distribution, value)
+        return proposals
+
+    def _remember_space(self, live: optuna.Trial) -> None:
+        """Keep the parameters of the last ``_RECENT_TRIALS`` finished trials."""
+        number = live.number
+        for name, distribution in live._cached_frozen_trial.distributions.items():
+            self._recent_space[name] = distribution
+            self._last_asked[name] = number
+        horizon = number - _RECENT_TRIALS
+        for name in [n for n, last in self._last_asked.items() if last < horizon]:
+            del self._recent_space[name], self._last_asked[name]
 
     def _log_path(self, number: int) -> Path:
         return self._log_dir / f"trial-{number}.log"
@@ -314,6 +369,11 @@ class Orchestrator:
             metrics, step, context = call.args
             self._tracker.emit(Logged(study, root, metrics, step, context))
             return
+        if not call.wants_reply and call.method.startswith("suggest_"):
+            proposed = self._proposals.get(call.number, {})
+            if call.args[0] in proposed:
+                # The worker used the value proposed for it: record exactly that one.
+                live._fixed_params.setdefault(call.args[0], proposed[call.args[0]])
         reply = answer_call(call, live)
         if call.wants_reply:
             self._backend.reply(reply)
@@ -350,9 +410,10 @@ class Orchestrator:
 
     def _finish(self, result: TrialResult) -> None:
         assert self._opened is not None
-        for table in (self._attempts, self._applied, self._starts):
+        for table in (self._attempts, self._applied, self._starts, self._proposals):
             table.pop(result.number, None)
         live = self._live.pop(result.number)
+        self._remember_space(live)
         self._deadlines.pop(result.number, None)
         state, values = result.state, result.values
         reason, trace = result.reason, result.traceback

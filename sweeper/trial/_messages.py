@@ -41,6 +41,9 @@ class TrialSpec:
     """A folder for the trial's checkpoints, kept across restarts of the same trial."""
     root: int | None = None
     """The trial this one runs again (after an interruption), if it is a rerun."""
+    proposals: dict[str, tuple[BaseDistribution, Any]] = field(default_factory=dict)
+    """Values drawn ahead for parameters recent trials asked for, by name: used when the
+    objective asks for the same distribution, without a round trip."""
 
 
 @dataclass(frozen=True, slots=True)

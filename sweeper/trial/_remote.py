@@ -200,6 +200,9 @@ class RemoteTrial(BaseTrial):
         elif self._is_relative(name, distribution):
             value = spec.relative_params[name]
             self._channel.notify(method, name, *args, urgent=True, **kwargs)
+        elif name in spec.proposals and spec.proposals[name][0] == distribution:
+            value = spec.proposals[name][1]
+            self._channel.notify(method, name, *args, urgent=True, **kwargs)
         else:
             value = self._channel.request(method, name, *args, **kwargs)
         self._params[name] = value
