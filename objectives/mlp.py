@@ -28,7 +28,7 @@ SWEEP = {
 }
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-EPOCHS = 12
+EPOCHS = 20
 BATCH_SIZE = 128
 
 
@@ -43,8 +43,10 @@ def make_spirals(n: int, noise: float, seed: int) -> tuple[torch.Tensor, torch.T
     return points, label
 
 
-X_TRAIN, Y_TRAIN = make_spirals(3000, noise=0.15, seed=0)
-X_VALID, Y_VALID = make_spirals(1000, noise=0.15, seed=1)
+# Noisy enough that the spirals overlap: a good network reaches about 96% accuracy, a poor
+# one stays near 87%, and telling them apart early is what pruning is for.
+X_TRAIN, Y_TRAIN = make_spirals(4000, noise=0.3, seed=0)
+X_VALID, Y_VALID = make_spirals(1000, noise=0.3, seed=1)
 X_TRAIN, Y_TRAIN, X_VALID, Y_VALID = (t.to(DEVICE) for t in (X_TRAIN, Y_TRAIN, X_VALID, Y_VALID))
 
 

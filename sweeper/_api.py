@@ -67,7 +67,8 @@ def run(
         storage: Optuna storage: a database URL or a journal file path (default:
             ``.sweeper/optuna.journal`` in the working directory).
         direction: ``"minimize"`` or ``"maximize"``, or one per objective value.
-        sampler: ``"tpe"``, ``"random"``, ``"cmaes"``, ``"gp"``, ``"qmc"``, ``"nsga2"`` ...
+        sampler: ``"auto"`` (the default), ``"tpe"``, ``"random"``, ``"cmaes"``, ``"gp"``,
+            ``"qmc"``, ``"nsga2"`` ...
             or an Optuna sampler object. ``sampler_args`` are passed to a named sampler.
         pruner: ``"median"``, ``"percentile"``, ``"halving"``, ``"hyperband"``, ``"none"`` ...
             or an Optuna pruner object. ``pruner_args`` are passed to a named pruner.

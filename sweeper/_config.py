@@ -197,7 +197,8 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "sampler",
         _component("sampler"),
-        "tpe, random, cmaes, gp, qmc, nsga2, nsga3, bruteforce or grid (default: tpe).",
+        "auto, tpe, random, cmaes, gp, qmc, nsga2, nsga3, bruteforce or grid (default: auto: "
+        "GP for a fixed numerical search space with one objective, TPE otherwise).",
     ),
     Option("sampler_args", _arguments, "Keyword arguments for the sampler, as JSON."),
     Option(
@@ -255,7 +256,7 @@ class SweepConfig:
     parallel: int | None = None
     storage: str | None = None
     directions: tuple[str, ...] | None = None
-    sampler: Any = "tpe"
+    sampler: Any = "auto"
     sampler_args: dict[str, Any] = field(default_factory=dict)
     pruner: Any = "median"
     pruner_args: dict[str, Any] = field(default_factory=dict)
@@ -333,17 +334,31 @@ def resolve_config(
             if key not in merged:
                 merged[key] = value
                 sources[key] = source
-    # A sampler or pruner chosen in a higher layer does not take arguments meant for another.
+    # A sampler or pruner chosen in a higher layer does not take arguments meant for
+    # another one (the same one, named again, keeps them).
     for kind in ("sampler", "pruner"):
         args_key = f"{kind}_args"
         if (
             args_key in merged
             and kind in merged
             and _layer_rank(sources[args_key]) > _layer_rank(sources[kind])
+            and _named_in(layers, sources[args_key], kind) != _canonical(kind, merged[kind])
         ):
             del merged[args_key]
     study = merged.pop("study", None) or default_study
     return SweepConfig(study=study, sources=sources, **merged)
+
+
+def _canonical(kind: str, value: Any) -> Any:
+    return canonical_name(kind, value) if isinstance(value, str) else value
+
+
+def _named_in(layers: list[tuple[str, dict[str, Any]]], source: str, kind: str) -> Any:
+    """The sampler or pruner the layer ``source`` names, if it names one."""
+    for name, layer in layers:
+        if name == source and kind in layer:
+            return _canonical(kind, layer[kind])
+    return None
 
 
 def _layer_rank(source: str) -> int:

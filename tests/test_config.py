@@ -36,6 +36,15 @@ def test_sampler_args_do_not_follow_a_sampler_chosen_elsewhere() -> None:
     assert config.sampler_args == {}
 
 
+def test_naming_the_same_pruner_again_keeps_its_arguments() -> None:
+    config = resolve_config(
+        default_study="s",
+        explicit={"pruner": "median"},
+        file_settings={"pruner": "MedianPruner", "pruner_args": {"n_warmup_steps": 3}},
+    )
+    assert config.pruner_args == {"n_warmup_steps": 3}
+
+
 def test_optuna_class_names_are_accepted() -> None:
     config = resolve_config(
         default_study="s",

@@ -147,7 +147,7 @@ class LocalBackend(Backend):
         for key, _ in ready:
             slot, what = key.data
             if what == "connection":
-                self._drain(slot, events)
+                self._receive_one(slot, events)  # more waiting: the selector says so again
             else:
                 exited = True
         if exited or self._any_without_pidfd():
@@ -230,7 +230,19 @@ class LocalBackend(Backend):
         except (OSError, ValueError):
             self._kill(slot)  # its exit is reported by the next poll
 
+    def _receive_one(self, slot: _Slot, events: list[Event]) -> None:
+        connection = slot.connection
+        if connection is None:
+            return
+        try:
+            message = connection.recv()
+        except (EOFError, OSError):
+            self._close_connection(slot)
+            return
+        self._handle(slot, message, events)
+
     def _drain(self, slot: _Slot, events: list[Event]) -> None:
+        """Everything a worker sent before it exited."""
         connection = slot.connection
         while connection is not None and slot.connection is connection:
             try:

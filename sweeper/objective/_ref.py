@@ -59,7 +59,8 @@ class ObjectiveRef:
             label=name,
             function=name,
             pickled=pickled,
-            sys_path=tuple(sys.path),
+            # "" is the working directory now, wherever the workers start.
+            sys_path=tuple(os.path.abspath(p) if p == "" else p for p in sys.path),
             imports=tuple(sorted(function_imports(function))),
         )
 

@@ -59,6 +59,7 @@ _RECENT_TRIALS = 20
 # parameters: a value for a parameter can be drawn before the objective asks for it.
 _INDEPENDENT_SAMPLERS = frozenset(
     {
+        "AutoSampler",
         "RandomSampler",
         "TPESampler",
         "CmaEsSampler",
@@ -148,6 +149,7 @@ class Orchestrator:
         self._seen_failures: set[str] = set()
         self._abort: _Abort | None = None
         self._started = time.monotonic()
+        self._refreshed = 0.0
 
     # -- public --------------------------------------------------------------------------
 
@@ -224,9 +226,16 @@ class Orchestrator:
             if problem is not None:
                 self._reporter.note(problem, "warning")
             self._stats.running = len(self._backend.running)
-            self._reporter.update(self._stats.snapshot())
+            self._refresh()
         if self._abort is not None:
             raise self._abort.error
+
+    def _refresh(self) -> None:
+        """Show the state of the sweep; displays need no more than ten updates a second."""
+        now = time.monotonic()
+        if now - self._refreshed >= 0.1:
+            self._refreshed = now
+            self._reporter.update(self._stats.snapshot())
 
     def _stopping(self) -> bool:
         return self._interrupts > 0 or self._abort is not None or self._budget_spent()

@@ -13,6 +13,7 @@ from sweeper._errors import ConfigError
 # name -> optuna class name. Class names (as written in `optuna.create_study(sampler=...)`)
 # are accepted too.
 SAMPLERS: dict[str, str] = {
+    "auto": "AutoSampler",
     "tpe": "TPESampler",
     "random": "RandomSampler",
     "cmaes": "CmaEsSampler",
@@ -35,7 +36,12 @@ PRUNERS: dict[str, str] = {
 # Arguments a component cannot be built without, and the value sweeper uses.
 _REQUIRED_DEFAULTS: dict[str, dict[str, Any]] = {"PercentilePruner": {"percentile": 25.0}}
 # Packages some samplers need beyond optuna.
-_EXTRA_PACKAGES = {"CmaEsSampler": "cmaes", "GPSampler": "torch scipy", "QMCSampler": "scipy"}
+_EXTRA_PACKAGES = {
+    "AutoSampler": "torch scipy",
+    "CmaEsSampler": "cmaes",
+    "GPSampler": "torch scipy",
+    "QMCSampler": "scipy",
+}
 
 
 def canonical_name(kind: str, name: str) -> str:
@@ -55,7 +61,12 @@ def make_sampler(
 ) -> optuna.samplers.BaseSampler:
     """Build the sampler called ``name`` with ``arguments`` (and ``seed`` if it takes one)."""
     class_name = SAMPLERS[canonical_name("sampler", name)]
-    cls = getattr(optuna.samplers, class_name)
+    if class_name == "AutoSampler":
+        from sweeper.study._auto import AutoSampler
+
+        cls: type = AutoSampler
+    else:
+        cls = getattr(optuna.samplers, class_name)
     built: optuna.samplers.BaseSampler = _build(cls, "sampler", arguments, seed)
     return built
 

@@ -45,6 +45,10 @@ class TrialSpec:
     """Values drawn ahead for parameters recent trials asked for, by name: used when the
     objective asks for the same distribution, without a round trip."""
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Faster than dataclasses' generic slots pickling, on the hot path of every trial.
+        return (self.__class__, tuple(getattr(self, name) for name in self.__slots__))
+
 
 @dataclass(frozen=True, slots=True)
 class TrialResult:
@@ -64,6 +68,10 @@ class TrialResult:
     """Where it ran: host, pid, worker slot, GPU."""
     load_error: str | None = None
     """Set when the worker could not load the objective: every trial would fail the same."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Faster than dataclasses' generic slots pickling, on the hot path of every trial.
+        return (self.__class__, tuple(getattr(self, name) for name in self.__slots__))
 
 
 def picklable_error(error: BaseException) -> BaseException:

@@ -1,0 +1,1 @@
+"""sweeper's benchmarks: ``python -m bench`` (see BENCHMARKS.md)."""

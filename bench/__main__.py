@@ -1,0 +1,71 @@
+"""``python -m bench [--quick] [--only NAME,...]``: run the benchmarks, write the results
+(JSON lines) and the report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from bench._harness import ROOT, Metric, VariantFailed, environment
+from bench.metrics import METRICS, Plan
+from bench.report import write_report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="fewer repeats and trials: a few minutes instead of most of an hour",
+    )
+    parser.add_argument("--only", help=f"comma-separated metrics, from: {', '.join(METRICS)}")
+    parser.add_argument(
+        "--results", type=Path, help="JSON lines file (default: bench/results/<full|quick>.jsonl)"
+    )
+    parser.add_argument(
+        "--report",
+        type=Path,
+        help="Markdown report (default: BENCHMARKS.md for a full run; none for --quick)",
+    )
+    args = parser.parse_args(argv)
+    chosen = args.only.split(",") if args.only else list(METRICS)
+    unknown = [name for name in chosen if name not in METRICS]
+    if unknown:
+        parser.error(f"unknown metric {', '.join(unknown)}; choose from {', '.join(METRICS)}")
+    plan = Plan(quick=args.quick)
+    results = (
+        args.results or ROOT / "bench" / "results" / f"{'quick' if args.quick else 'full'}.jsonl"
+    )
+    results.parent.mkdir(parents=True, exist_ok=True)
+    env = environment()
+    metrics: list[Metric] = []
+    started = time.monotonic()
+    with results.open("w") as out:
+        out.write(json.dumps({"environment": env, "quick": args.quick}) + "\n")
+        for name in chosen:
+            sys.stderr.write(f"[{time.monotonic() - started:6.0f}s] {name} ...\n")
+            try:
+                metric = METRICS[name](plan, lambda item: out.write(json.dumps(item) + "\n"))
+            except VariantFailed as error:
+                metric = Metric(name, name, "", f"failed: {error}", False)
+            metrics.append(metric)
+            out.write(json.dumps({"summary": asdict(metric)}) + "\n")
+            out.flush()
+            verdict = {True: "met", False: "MISSED", None: "-"}[metric.passed]
+            sys.stderr.write(f"         {verdict}: {metric.measured}\n")
+    env["seconds"] = round(time.monotonic() - started)
+    report = args.report if args.report else (None if args.quick else ROOT / "BENCHMARKS.md")
+    text = write_report(metrics, env, quick=args.quick, path=report, results=results)
+    if report is None:
+        sys.stdout.write(text)
+    else:
+        sys.stderr.write(f"wrote {report} and {results}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

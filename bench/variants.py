@@ -1,0 +1,355 @@
+"""One benchmark variant per call, in a fresh process: ``python -m bench.variants NAME JSON``.
+
+Each variant prints ``RESULT {json}`` as its last line: what it measured, in seconds and
+counts. The harness runs variants and their peers alternately (A B A B ...) and compares.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def _scratch() -> Path:
+    """A folder for the study's journal: in memory where the OS offers one (tmpfs), so disk
+    flush times (tens of ms, and noisy) do not drown what is measured."""
+    base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+    return Path(tempfile.mkdtemp(prefix="sweeper-bench-", dir=base))
+
+
+def _storage(folder: Path) -> optuna.storages.BaseStorage:
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    return JournalStorage(JournalFileBackend(str(folder / "optuna.journal")))
+
+
+def _sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed)
+
+
+def _span(study: optuna.Study, first: int = 0, last: int | None = None) -> float:
+    """Seconds from the ask of trial ``first`` to the tell of trial ``last`` (inclusive)."""
+    trials = study.get_trials(deepcopy=False)
+    last = len(trials) - 1 if last is None else last
+    start = trials[first].datetime_start
+    end = max(t.datetime_complete for t in trials[first : last + 1] if t.datetime_complete)
+    assert start is not None and end is not None
+    return (end - start).total_seconds()
+
+
+def _sweep(objective: Callable[..., Any], folder: Path, **options: Any) -> tuple[Any, float]:
+    import sweeper
+
+    os.chdir(folder)
+    started = time.perf_counter()
+    study = sweeper.run(
+        objective, storage=str(folder / "optuna.journal"), progress=False, **options
+    )
+    return study, time.perf_counter() - started
+
+
+def _best_curve(study: optuna.Study) -> list[float]:
+    """Best value so far, in the order trials finished (as the sweep saw them)."""
+    finished = sorted(
+        (t for t in study.get_trials(deepcopy=False) if t.value is not None),
+        key=lambda t: t.datetime_complete,
+    )
+    curve, best = [], float("inf")
+    for trial in finished:
+        best = min(best, float(trial.value))
+        curve.append(best)
+    return curve
+
+
+# -- variants --------------------------------------------------------------------------------
+
+
+def plain_optuna(sampler: str, n_trials: int, seed: int = 0) -> dict[str, Any]:
+    """Plain Optuna ask/tell in one process, the no-op objective, the same storage."""
+    from bench.functions import noop
+
+    folder = _scratch()
+    try:
+        study = optuna.create_study(storage=_storage(folder), sampler=_sampler(sampler, seed))
+        started = time.perf_counter()
+        for _ in range(n_trials):
+            trial = study.ask()
+            study.tell(trial, noop(trial))
+        wall = time.perf_counter() - started
+        return {"wall": wall, "span": _span(study), "n_trials": n_trials}
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def sweeper_noop(
+    sampler: str,
+    n_trials: int,
+    parallel: int = 2,
+    seed: int = 0,
+    windows: list[list[int]] | None = None,
+) -> dict[str, Any]:
+    """sweeper with local workers, the no-op objective, no tracking."""
+    from bench.functions import noop
+
+    folder = _scratch()
+    try:
+        study, wall = _sweep(
+            noop,
+            folder,
+            study="noop",
+            n_trials=n_trials,
+            parallel=parallel,
+            sampler=sampler,
+            seed=seed,
+            track=False,
+        )
+        result = {
+            "wall": wall,
+            "span": _span(study),
+            "n_trials": n_trials,
+            "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        }
+        for first, last in windows or []:
+            result[f"span_{first}_{last}"] = _span(study, first, last)
+        return result
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def plain_windows(n_trials: int, windows: list[list[int]]) -> dict[str, Any]:
+    """Plain Optuna (random sampler) with the span of each window of trials."""
+    from bench.functions import noop
+
+    folder = _scratch()
+    try:
+        study = optuna.create_study(storage=_storage(folder), sampler=_sampler("random", 0))
+        for _ in range(n_trials):
+            trial = study.ask()
+            study.tell(trial, noop(trial))
+        result: dict[str, Any] = {
+            "n_trials": n_trials,
+            "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        }
+        for first, last in windows:
+            result[f"span_{first}_{last}"] = _span(study, first, last)
+        return result
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def ray_tune(n_trials: int, reuse_actors: bool, parallel: int = 2) -> dict[str, Any]:
+    """Ray Tune on the same trivial objective, ``parallel`` trials at a time."""
+    import ray
+    from ray import tune
+
+    folder = _scratch()
+    try:
+        started = time.perf_counter()
+        ray.init(
+            num_cpus=os.cpu_count(),
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=False,
+        )
+        initialized = time.perf_counter()
+
+        def objective(config: dict[str, float]) -> dict[str, float]:
+            return {"value": config["x"] + config["y"]}
+
+        tuner = tune.Tuner(
+            objective,
+            param_space={"x": tune.uniform(0, 1), "y": tune.uniform(0, 1)},
+            tune_config=tune.TuneConfig(
+                num_samples=n_trials,
+                max_concurrent_trials=parallel,
+                reuse_actors=reuse_actors,
+                metric="value",
+                mode="min",
+            ),
+            run_config=tune.RunConfig(storage_path=str(folder), verbose=0),
+        )
+        results = tuner.fit()
+        fitted = time.perf_counter()
+        ray.shutdown()
+        assert len(results) == n_trials
+        return {"wall": fitted - initialized, "init": initialized - started, "n_trials": n_trials}
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def sweeper_trivial(n_trials: int, parallel: int = 2) -> dict[str, Any]:
+    """sweeper's whole run (worker start included) on the trivial objective."""
+    result = sweeper_noop("random", n_trials, parallel)
+    return {"wall": result["wall"], "span": result["span"], "n_trials": n_trials}
+
+
+def parallel_sleep(parallel: int, seconds: float, rounds: int = 20) -> dict[str, Any]:
+    """Trials that sleep a fixed time, ``rounds`` x ``parallel`` of them."""
+    from bench.functions import sleeper
+
+    os.environ["BENCH_SLEEP"] = str(seconds)
+    folder = _scratch()
+    try:
+        n_trials = rounds * parallel
+        study, wall = _sweep(
+            sleeper,
+            folder,
+            study="sleep",
+            n_trials=n_trials,
+            parallel=parallel,
+            sampler="random",
+            track=False,
+        )
+        return {
+            "wall": wall,
+            "span": _span(study),
+            "ideal": rounds * seconds,
+            "n_trials": n_trials,
+        }
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def efficiency(
+    function: str, mode: str, seed: int, n_trials: int, parallel: int = 8
+) -> dict[str, Any]:
+    """One optimisation run of a test function: sequential TPE, batch-synchronous TPE (ask
+    ``parallel``, evaluate, tell them all), or sweeper with ``parallel`` in flight, with its
+    default sampler (``sweeper``) or with TPE (``sweeper_tpe``)."""
+    from bench import functions
+
+    objective, _ = functions.FUNCTIONS[function]
+    if mode in ("sweeper", "sweeper_tpe"):
+        folder = _scratch()
+        try:
+            slowed = getattr(functions, f"slowed_{function}")
+            study, _ = _sweep(
+                slowed,
+                folder,
+                study=function,
+                n_trials=n_trials,
+                parallel=parallel,
+                sampler="tpe" if mode == "sweeper_tpe" else "auto",
+                seed=seed,
+                track=False,
+            )
+            return {"curve": _best_curve(study)}
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=seed))
+    if mode == "sequential":
+        study.optimize(objective, n_trials=n_trials)
+    else:
+        while len(study.trials) < n_trials:
+            batch = [study.ask() for _ in range(min(parallel, n_trials - len(study.trials)))]
+            values = [objective(trial) for trial in batch]
+            for trial, value in zip(batch, values, strict=True):
+                study.tell(trial, value)
+    return {"curve": _best_curve(study)}
+
+
+def tracking(
+    rate: float, track: bool, seconds: float = 1.5, n_trials: int = 8, parallel: int = 2
+) -> dict[str, Any]:
+    """A sweep whose trials log ``rate`` scalars a second, with Aim tracking on or off."""
+    from bench.functions import logger
+
+    os.environ["BENCH_RATE"], os.environ["BENCH_SECONDS"] = str(rate), str(seconds)
+    folder = _scratch()
+    try:
+        study, wall = _sweep(
+            logger,
+            folder,
+            study="logging",
+            n_trials=n_trials,
+            parallel=parallel,
+            sampler="random",
+            track=track,
+            aim_repo=str(folder / "aim"),
+        )
+        return {"wall": wall, "span": _span(study), "n_trials": n_trials}
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def pruning(pruner: str, seed: int, n_trials: int, target: float) -> dict[str, Any]:
+    """The PyTorch example with or without the median pruner: when the best accuracy first
+    reached ``target``, in seconds from the start of the sweep."""
+    import sweeper
+
+    folder = _scratch()
+    example = Path(__file__).resolve().parent.parent / "objectives" / "mlp.py"
+    try:
+        os.chdir(folder)
+        started = time.perf_counter()
+        study = sweeper.run(
+            str(example),
+            study="mlp",
+            storage=str(folder / "optuna.journal"),
+            n_trials=n_trials,
+            parallel=2,
+            pruner=pruner,
+            seed=seed,
+            track=False,
+            progress=False,
+        )
+        wall = time.perf_counter() - started
+        trials = sorted(
+            (t for t in study.trials if t.datetime_complete), key=lambda t: t.datetime_complete
+        )
+        origin = min(t.datetime_start for t in trials)
+        reached = next(
+            (
+                (t.datetime_complete - origin).total_seconds()
+                for t in trials
+                if t.state == optuna.trial.TrialState.COMPLETE and t.value >= target
+            ),
+            None,
+        )
+        best = max(
+            (t.value for t in trials if t.state == optuna.trial.TrialState.COMPLETE), default=None
+        )
+        pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in trials)
+        return {"wall": wall, "reached": reached, "best": best, "pruned": pruned}
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+VARIANTS: dict[str, Callable[..., dict[str, Any]]] = {
+    f.__name__: f
+    for f in (
+        plain_optuna,
+        sweeper_noop,
+        plain_windows,
+        ray_tune,
+        sweeper_trivial,
+        parallel_sleep,
+        efficiency,
+        tracking,
+        pruning,
+    )
+}
+
+
+def main(argv: list[str]) -> None:
+    name, arguments = argv[1], json.loads(argv[2])
+    result = VARIANTS[name](**arguments)
+    sys.stdout.write("RESULT " + json.dumps(result) + "\n")
+
+
+if __name__ == "__main__":
+    main(sys.argv)
