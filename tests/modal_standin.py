@@ -92,7 +92,8 @@ class FakeQueue:
 
     MAX_ITEM_BYTES = 1024 * 1024
 
-    def __init__(self) -> None:
+    def __init__(self, delay: float = 0.0) -> None:
+        self._delay = delay
         self._condition = threading.Condition()
         self._partitions: dict[str | None, collections.deque[bytes]] = collections.defaultdict(
             collections.deque
@@ -142,6 +143,12 @@ class FakeQueue:
         for item in encoded:
             if len(item) > self.MAX_ITEM_BYTES:
                 raise modal.exception.RequestSizeError("queue items are limited to 1 MiB")
+        if self._delay and partition == "up":
+            threading.Timer(self._delay, self._append, (partition, encoded)).start()
+        else:
+            self._append(partition, encoded)
+
+    def _append(self, partition: str | None, encoded: list[bytes]) -> None:
         with self._condition:
             self._partitions[partition].extend(encoded)
             self.puts += 1
@@ -187,13 +194,16 @@ class Faults:
     """Seconds into the trial when it happens."""
     latency: tuple[float, float] = (0.0, 0.05)
     """Random delay before an input starts, and before its output is returned."""
+    slow_channel: float = 0.0
+    """Extra delay of every message workers send on the queue, so results (which Modal
+    returns through map) can arrive before the calls that came first."""
 
 
 class StandInSession(ModalSession):
     def __init__(self, deployment: ModalDeployment, faults: Faults) -> None:
         self._deployment = deployment
         self._faults = faults
-        self.queue = FakeQueue()
+        self.queue = FakeQueue(delay=faults.slow_channel)
         self.started: list[int] = []  # trial numbers, one per attempt
         self.spawned: list[tuple[str, tuple[Any, ...]]] = []
         self.max_in_flight = 0

@@ -41,7 +41,8 @@ class Backend(abc.ABC):
       :meth:`cancel` yield a FAIL result with the reason. A second result for the same trial
       (a worker that was cancelled but answered anyway) is dropped here.
     - A trial's calls come out of :meth:`poll` in the order the worker made them, and before
-      its result when the transport can promise it (results carry ``n_calls`` otherwise).
+      its result when the transport can promise it (results carry ``n_calls`` otherwise, and
+      calls that come after the result are passed on too).
     - :meth:`submit` is called only while :meth:`free_slots` is positive.
     - :meth:`close` is called on every exit path, may be called twice, and leaves no worker
       running.
@@ -114,10 +115,6 @@ class Backend(abc.ABC):
                     event = replace(
                         event, state="FAIL", values=None, reason=reason, traceback=None
                     )
-            elif isinstance(event, Call) and (
-                event.number not in self._running or event.number in self._cancelled
-            ):
-                continue
             events.append(event)
         return events
 

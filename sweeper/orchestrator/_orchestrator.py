@@ -265,8 +265,9 @@ class Orchestrator:
             live = study.ask()
             self._live[live.number] = live
             self._asked += 1
-            self._backend.submit(self._spec(live))
-            root = live._cached_frozen_trial.system_attrs.get(RETRY_OF_KEY, live.number)
+            spec = self._spec(live)
+            self._backend.submit(spec)
+            root = spec.root if spec.root is not None else live.number
             self._roots[live.number] = root
             self._tracker.emit(TrialStarted(study.study_name, root, live.number, time.time()))
             if self._trial_timeout is not None:
@@ -422,7 +423,8 @@ class Orchestrator:
         for table in (self._attempts, self._applied, self._starts, self._proposals):
             table.pop(result.number, None)
         live = self._live.pop(result.number)
-        self._remember_space(live)
+        if self._backend.prefetch:
+            self._remember_space(live)
         self._deadlines.pop(result.number, None)
         state, values = result.state, result.values
         reason, trace = result.reason, result.traceback
@@ -441,11 +443,10 @@ class Orchestrator:
             reason=reason,
             traceback=trace,
             log_path=str(self._log_path(result.number)),
-            retry_of=live._cached_frozen_trial.system_attrs.get(RETRY_OF_KEY),
         )
         self._stats.running = len(self._backend.running)
         new_best = self._stats.record(finished)
-        self._track_finished(finished, result)
+        self._track_finished(finished, result, self._roots.pop(result.number, result.number))
         if state == "FAIL" and not interrupted and self._abort is None:
             key = _failure_kind(reason, trace)
             first = key not in self._seen_failures
@@ -484,11 +485,10 @@ class Orchestrator:
             return f"the objective returned {shown}; NaN cannot be told to the study"
         return None
 
-    def _track_finished(self, finished: FinishedTrial, result: TrialResult) -> None:
+    def _track_finished(self, finished: FinishedTrial, result: TrialResult, root: int) -> None:
         if not self._tracker.enabled:
             return
         study = self._stats.study
-        root = self._roots.pop(finished.number, finished.number)
         self._tracker.emit(
             TrialFinished(
                 study=study,

@@ -23,7 +23,6 @@ class FinishedTrial:
     reason: str | None = None
     traceback: str | None = None
     log_path: str | None = None
-    retry_of: int | None = None
 
 
 @dataclass(frozen=True)
