@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+import traceback
+from collections.abc import Callable, Mapping, Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import IO
+from typing import IO, NoReturn
 
 _PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
 
@@ -54,6 +56,23 @@ def spawn_python(
     finally:
         os.close(child_fd)
     return process, Connection(parent.detach())
+
+
+def child_main(serve: Callable[[], None]) -> NoReturn:
+    """The body of a child's ``main``: exit with the parent, dump the Python stack on a crash,
+    print an unexpected error to the child's log, and exit without interpreter teardown
+    (objectives may leave threads or CUDA contexts behind)."""
+    faulthandler.enable()
+    die_with_parent()
+    status = 0
+    try:
+        serve()
+    except BaseException:
+        traceback.print_exc()
+        status = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 def die_with_parent() -> None:

@@ -7,7 +7,6 @@ its end of a socket pair.
 from __future__ import annotations
 
 import contextlib
-import faulthandler
 import os
 import sys
 import traceback
@@ -16,7 +15,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
 from sweeper._errors import ObjectiveError
-from sweeper._process import die_with_parent
+from sweeper._process import child_main
 from sweeper.channel._base import ChannelClosed, Transport, TrialChannel
 from sweeper.objective._ref import ObjectiveRef
 from sweeper.trial._messages import TrialSpec
@@ -135,19 +134,7 @@ def serve(connection: Connection) -> None:
 
 
 def main(argv: Sequence[str]) -> None:
-    faulthandler.enable()
-    die_with_parent()
-    connection = Connection(int(argv[1]))
-    status = 0
-    try:
-        serve(connection)
-    except BaseException:
-        traceback.print_exc()
-        status = 1
-    sys.stdout.flush()
-    sys.stderr.flush()
-    # Skip interpreter teardown: objectives may leave threads or CUDA contexts behind.
-    os._exit(status)
+    child_main(lambda: serve(Connection(int(argv[1]))))
 
 
 if __name__ == "__main__":

@@ -80,6 +80,16 @@ class Reporter:
         """Release the display; called on every exit path, after ``end`` if it was called."""
 
 
+def budget_text(info: SweepInfo) -> str:
+    """What ends the sweep: "40 trials, timeout 1m00s", or "until interrupted"."""
+    budget = []
+    if info.n_trials:
+        budget.append(f"{info.n_trials} trials")
+    if info.timeout:
+        budget.append(f"timeout {format_duration(info.timeout)}")
+    return ", ".join(budget) if budget else "until interrupted (Ctrl-C)"
+
+
 def format_value(value: float) -> str:
     """A float in at most about 7 significant digits, still recognisable as a float."""
     if math.isinf(value) or math.isnan(value) or value == 0:

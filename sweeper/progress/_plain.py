@@ -10,6 +10,7 @@ from sweeper.progress._base import (
     Reporter,
     SweepInfo,
     SweepSummary,
+    budget_text,
     format_duration,
     format_params,
     format_values,
@@ -46,16 +47,10 @@ class PlainReporter(Reporter):
         out.flush()
 
     def begin(self, info: SweepInfo) -> None:
-        budget = []
-        if info.n_trials:
-            budget.append(f"{info.n_trials} trials")
-        if info.timeout:
-            budget.append(f"timeout {format_duration(info.timeout)}")
         self._write(
             f"sweeping {info.objective} as study {info.study!r} ({', '.join(info.directions)}) "
             f"in {info.storage}: {info.parallel} {info.backend} workers, "
-            f"{info.sampler}, {info.pruner}"
-            + (f", {', '.join(budget)}" if budget else ", until interrupted")
+            f"{info.sampler}, {info.pruner}, {budget_text(info)}"
         )
 
     def note(self, text: str, level: str = "info") -> None:

@@ -16,6 +16,7 @@ from sweeper.progress._base import (
     SweepInfo,
     SweepSummary,
     best_text,
+    budget_text,
     format_duration,
     format_params,
     format_values,
@@ -42,16 +43,11 @@ class TerminalReporter(Reporter):
         self._snapshot: Snapshot | None = None
 
     def begin(self, info: SweepInfo) -> None:
-        budget = []
-        if info.n_trials:
-            budget.append(f"{info.n_trials} trials")
-        if info.timeout:
-            budget.append(f"timeout {format_duration(info.timeout)}")
         self._console.print(
             f"[bold]sweeper[/] {escape(info.objective)} -> study [bold]{escape(info.study)}[/] "
             f"({', '.join(info.directions)}) in {escape(info.storage)}\n"
             f"  {info.parallel} {info.backend} workers, {info.sampler}, {info.pruner}, "
-            + (", ".join(budget) if budget else "until Ctrl-C"),
+            f"{budget_text(info)}",
             highlight=False,
         )
         self._ensure_live()

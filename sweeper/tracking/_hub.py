@@ -10,14 +10,10 @@ Messages in: a list of events (write them), or ``"close"`` (finish every run, an
 
 from __future__ import annotations
 
-import faulthandler
-import os
-import sys
-import traceback
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
 
-from sweeper._process import die_with_parent
+from sweeper._process import child_main
 from sweeper.tracking._writer import AimWriter, TrackingError
 
 
@@ -44,14 +40,4 @@ def serve(connection: Connection, repo: str) -> None:
 
 
 def main(argv: Sequence[str]) -> None:
-    faulthandler.enable()
-    die_with_parent()
-    status = 0
-    try:
-        serve(Connection(int(argv[1])), argv[2])
-    except BaseException:
-        traceback.print_exc()
-        status = 1
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(status)
+    child_main(lambda: serve(Connection(int(argv[1])), argv[2]))

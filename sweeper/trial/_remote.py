@@ -229,12 +229,7 @@ class RemoteTrial(BaseTrial):
             raise NotImplementedError(
                 "Trial.report is not supported for multi-objective optimization."
             )
-        try:
-            value = float(value)
-        except (TypeError, ValueError):
-            raise TypeError(
-                f"The `value` argument is of type '{type(value)}' but supposed to be a float."
-            ) from None
+        value = _as_float(value)
         try:
             step = int(step)
         except (TypeError, ValueError):
@@ -266,12 +261,7 @@ class RemoteTrial(BaseTrial):
         self._channel.notify("set_user_attr", key, value, urgent=True)
 
     def set_constraint(self, key: str, value: float) -> None:
-        try:
-            value = float(value)
-        except (TypeError, ValueError):
-            raise TypeError(
-                f"The `value` argument is of type '{type(value)}' but supposed to be a float."
-            ) from None
+        value = _as_float(value)
         if math.isnan(value):
             raise ValueError(f"Attempted to set a constraint for {key!r}, but NaN is not allowed.")
         if key in self._constraints:
@@ -343,6 +333,16 @@ class _StudyProxy:
                 f"readable attributes: {', '.join(sorted(STUDY_ATTRIBUTES))}."
             )
         return self._channel.request("study_attribute", name)
+
+
+def _as_float(value: Any) -> float:
+    """``float(value)``, with Optuna's message when it is not a number."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"The `value` argument is of type '{type(value)}' but supposed to be a float."
+        ) from None
 
 
 def _check_json(method: str, key: str, value: Any) -> None:
