@@ -17,7 +17,7 @@ def _run(*command: str) -> subprocess.CompletedProcess[str]:
 
 def test_ruff() -> None:
     pytest.importorskip("ruff", reason="ruff is not installed (pip install -e '.[test]')")
-    result = _run(sys.executable, "-m", "ruff", "check", "sweeper", "tests", "objectives")
+    result = _run(sys.executable, "-m", "ruff", "check", ".")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
