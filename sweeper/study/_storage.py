@@ -55,11 +55,13 @@ def open_storage(spec: str | None, workdir: str | os.PathLike[str] | None = None
 
 
 def _journal(path: Path) -> BaseStorage:
-    from optuna.storages.journal import JournalFileBackend, JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    from sweeper.study._journal import SweeperJournalStorage
 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(str(path)))
+        return SweeperJournalStorage(JournalFileBackend(str(path)))
     except OSError as error:
         raise StorageError(
             f"cannot use {path} as the study journal: {error.strerror or error}. "
@@ -68,7 +70,9 @@ def _journal(path: Path) -> BaseStorage:
 
 
 def _redis(url: str) -> OpenedStorage:
-    from optuna.storages.journal import JournalRedisBackend, JournalStorage
+    from optuna.storages.journal import JournalRedisBackend
+
+    from sweeper.study._journal import SweeperJournalStorage
 
     try:
         backend = JournalRedisBackend(url)
@@ -76,7 +80,7 @@ def _redis(url: str) -> OpenedStorage:
         raise StorageError(
             f"--storage {_hide_password(url)} needs the redis package: pip install redis"
         ) from None
-    return OpenedStorage(JournalStorage(backend), _hide_password(url), url)
+    return OpenedStorage(SweeperJournalStorage(backend), _hide_password(url), url)
 
 
 def _database(url: str, given: str) -> OpenedStorage:
