@@ -31,7 +31,15 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         help="Markdown report (default: BENCHMARKS.md for a full run; none for --quick)",
     )
+    parser.add_argument(
+        "--report-from",
+        type=Path,
+        metavar="RESULTS",
+        help="run nothing: rebuild the report from a results file an earlier run wrote",
+    )
     args = parser.parse_args(argv)
+    if args.report_from:
+        return rebuild_report(args.report_from, args.report)
     chosen = args.only.split(",") if args.only else list(METRICS)
     unknown = [name for name in chosen if name not in METRICS]
     if unknown:
@@ -58,12 +66,40 @@ def main(argv: list[str] | None = None) -> int:
             verdict = {True: "met", False: "MISSED", None: "-"}[metric.passed]
             sys.stderr.write(f"         {verdict}: {metric.measured}\n")
     env["seconds"] = round(time.monotonic() - started)
+    with results.open("a") as out:
+        out.write(json.dumps({"seconds": env["seconds"]}) + "\n")
     report = args.report if args.report else (None if args.quick else ROOT / "BENCHMARKS.md")
     text = write_report(metrics, env, quick=args.quick, path=report, results=results)
     if report is None:
         sys.stdout.write(text)
     else:
         sys.stderr.write(f"wrote {report} and {results}\n")
+    return 0
+
+
+def rebuild_report(results: Path, report: Path | None) -> int:
+    """Write the report again from ``results`` (say, after editing bench/discussion.md)."""
+    try:
+        lines = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
+    except OSError as error:
+        sys.stderr.write(f"error: cannot read {results}: {error.strerror or error}\n")
+        return 2
+    except ValueError:
+        lines = []
+    header = next((line for line in lines if "environment" in line), None)
+    metrics = [Metric(**line["summary"]) for line in lines if "summary" in line]
+    end = next((line["seconds"] for line in lines if "seconds" in line), None)
+    if header is None or not metrics:
+        sys.stderr.write(f"error: {results} is not a results file written by python -m bench\n")
+        return 2
+    env = {**header["environment"], "seconds": end or header["environment"].get("seconds")}
+    quick = bool(header.get("quick"))
+    path = report or (None if quick else ROOT / "BENCHMARKS.md")
+    text = write_report(metrics, env, quick=quick, path=path, results=results.resolve())
+    if path is None:
+        sys.stdout.write(text)
+    else:
+        sys.stderr.write(f"wrote {path} from {results}\n")
     return 0
 
 

@@ -52,6 +52,7 @@ def write_report(
         "python -m bench                # the full run: this file, ~45 minutes on 2 cores",
         "python -m bench --quick        # a few minutes; prints the table",
         "python -m bench --only overhead,parallel",
+        "python -m bench --report-from bench/results/full.jsonl   # rebuild this file only",
         "```",
         "",
     ]
