@@ -213,3 +213,65 @@ def test_ui_shows_runs_while_the_sweep_runs(project: Project) -> None:
             process.send_signal(signal.SIGINT)
         sweep.wait(timeout=60)
         assert ui.wait(timeout=30) == 0
+
+
+def _aims_migrations_start_a_process(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record (and refuse) the `python -m alembic` process Aim would start for migrations."""
+    import aim.storage.migrations.utils as migrations
+
+    started: list[str] = []
+
+    def refuse(command: list[str], **_: object) -> None:
+        started.append(" ".join(command))
+        raise OSError("no new process in this test")
+
+    monkeypatch.setattr(migrations.subprocess, "Popen", refuse)
+    return started
+
+
+def _migration_version(repo: Path) -> list[tuple[str, ...]]:
+    import sqlite3
+
+    with sqlite3.connect(repo / ".aim" / "run_metadata.sqlite") as db:
+        return db.execute("select version_num from alembic_version").fetchall()
+
+
+def test_a_new_repo_is_migrated_in_the_writers_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import logging
+
+    from sweeper.tracking._writer import AimWriter
+
+    aims = tmp_path / "by-aim"
+    aim.Repo.from_path(str(aims), init=True)  # Aim's own way, for comparison
+    started = _aims_migrations_start_a_process(monkeypatch)
+    ours = logging.getLogger("sweeper.tracking._writer")
+    handlers = list(logging.getLogger().handlers)
+
+    writer = AimWriter(tmp_path / "ours")
+    writer.close()
+
+    assert started == []
+    assert _migration_version(tmp_path / "ours") == _migration_version(aims) != []
+    assert not ours.disabled and logging.getLogger().handlers == handlers
+    reopened = AimWriter(tmp_path / "ours")  # an existing repo needs no migration at all
+    reopened.close()
+    assert started == []
+
+
+def test_when_migrating_here_fails_aims_own_way_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from alembic import command
+
+    from sweeper.tracking._writer import AimWriter, TrackingError
+
+    def fail(*_: object) -> None:
+        raise RuntimeError("broken")
+
+    monkeypatch.setattr(command, "upgrade", fail)
+    started = _aims_migrations_start_a_process(monkeypatch)
+    with pytest.raises(TrackingError, match="unusable"):
+        AimWriter(tmp_path / "repo")
+    assert len(started) == 1 and "alembic" in started[0]

@@ -28,7 +28,10 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
+import sys
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -85,14 +88,17 @@ class AimWriter:
                 f"another sweep is writing to the Aim repo {self.path}; only one may at a time"
             ) from None
         try:
-            from aim.sdk.repo import Repo
+            from aim.sdk.repo import Repo, RepoStatus
             from aim.sdk.run import Run
         except ImportError as error:
             self._release()
             raise TrackingError(f"Aim cannot be imported ({error})") from None
         self._repo_cls, self._run_cls = Repo, Run
         try:
-            self._repo = Repo.from_path(str(self.path), init=True)
+            if Repo.check_repo_status(str(self.path)) == RepoStatus.UPDATED:
+                self._repo = Repo.from_path(str(self.path))
+            else:
+                self._repo = _init_repo(Repo, str(self.path))
         except Exception as error:
             self._release()
             raise TrackingError(f"the Aim repo {self.path} is unusable ({error})") from None
@@ -311,3 +317,66 @@ class AimWriter:
             with contextlib.suppress(OSError):
                 fcntl.flock(self._lock_file, fcntl.LOCK_UN)
             self._lock_file.close()
+
+
+_DB_URL_VARIABLE = "AIM_RUN_META_DATA_DB_URL"  # what Aim's migrations read
+
+
+def _init_repo(repo_cls: Any, path: str) -> Any:
+    """Create (or upgrade) the Aim repo at ``path``, running Aim's database migrations here.
+
+    Aim runs them with ``python -m alembic`` in a new interpreter that imports Aim again:
+    over a second of CPU, taken from the trials when the machine is busy. The same alembic
+    upgrade in this process, where Aim is imported already, costs a tenth of that. Where
+    Aim's internals are not as expected, or the upgrade fails here, Aim's own way runs.
+    """
+    try:
+        from aim.storage.migrations.utils import create_migration_cmd
+        from aim.storage.structured import db as aim_db
+        from alembic import command
+        from alembic.config import Config
+
+        aims_upgrade = getattr(aim_db, "upgrade_database")  # noqa: B009 - not exported
+        migration: list[str] = create_migration_cmd()  # type: ignore[no-untyped-call]
+        ini = migration[migration.index("-c") + 1]
+    except (ImportError, AttributeError, ValueError, IndexError):
+        return repo_cls.from_path(path, init=True)
+
+    def upgrade(db_url: str) -> None:
+        # The migrations' env.py reads the URL from the environment and reconfigures
+        # logging (disabling every other logger); put both back afterwards.
+        previous_url = os.environ.get(_DB_URL_VARIABLE)
+        path_before = list(sys.path)
+        root = logging.getLogger()
+        root_state = (root.level, list(root.handlers))
+        disabled = {
+            name: log.disabled
+            for name, log in logging.Logger.manager.loggerDict.items()
+            if isinstance(log, logging.Logger)
+        }
+        os.environ[_DB_URL_VARIABLE] = db_url
+        try:
+            with warnings.catch_warnings():  # alembic's about Aim's ini file, not for users
+                warnings.simplefilter("ignore", DeprecationWarning)
+                command.upgrade(Config(ini), "head")
+        except Exception as error:
+            logger.debug("tracking: in-process Aim migration failed (%s); using Aim's", error)
+            aims_upgrade(db_url)
+        finally:
+            if previous_url is None:
+                os.environ.pop(_DB_URL_VARIABLE, None)
+            else:
+                os.environ[_DB_URL_VARIABLE] = previous_url
+            sys.path[:] = path_before
+            root.setLevel(root_state[0])
+            root.handlers[:] = root_state[1]
+            for name, was in disabled.items():
+                log = logging.Logger.manager.loggerDict.get(name)
+                if isinstance(log, logging.Logger):
+                    log.disabled = was
+
+    setattr(aim_db, "upgrade_database", upgrade)  # noqa: B010
+    try:
+        return repo_cls.from_path(path, init=True)
+    finally:
+        setattr(aim_db, "upgrade_database", aims_upgrade)  # noqa: B010
