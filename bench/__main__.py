@@ -88,7 +88,7 @@ def rebuild_report(results: Path, report: Path | None) -> int:
         lines = []
     header = next((line for line in lines if "environment" in line), None)
     metrics = [Metric(**line["summary"]) for line in lines if "summary" in line]
-    end = next((line["seconds"] for line in lines if "seconds" in line), None)
+    end = next((line["seconds"] for line in lines if line.keys() == {"seconds"}), None)
     if header is None or not metrics:
         sys.stderr.write(f"error: {results} is not a results file written by python -m bench\n")
         return 2

@@ -41,12 +41,13 @@ def test_quick_benchmark_runs_every_metric_and_reports_it(tmp_path: Path) -> Non
         if summary["passed"] is None:  # only Ray may be skipped, and only without Ray
             assert summary["key"] == "ray" and "not installed" in summary["measured"]
 
-    table = [row for row in done.stdout.splitlines() if row.startswith("| ")]
-    assert len(table) == 2 + len(METRICS)  # header, rule, and a row per metric
+    table = [row for row in done.stdout.splitlines() if row.startswith(("| ", "Measured on"))]
+    assert len(table) == 3 + len(METRICS)  # when and how long, header, rule, a row per metric
+    assert f"({lines[-1]['seconds']} s)" in table[0]
 
     rebuilt = _bench("--report-from", str(results), timeout=60)
     assert rebuilt.returncode == 0, rebuilt.stderr
-    assert [r for r in rebuilt.stdout.splitlines() if r.startswith("| ")] == table
+    assert [r for r in rebuilt.stdout.splitlines() if r.startswith(("| ", "Measured on"))] == table
 
 
 def test_bench_names_unknown_metrics(tmp_path: Path) -> None:
