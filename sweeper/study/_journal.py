@@ -1,25 +1,56 @@
-"""Optuna's journal storage, with the one scan that made long sweeps slow down made incremental.
+"""Optuna's journal storage and journal file, with two problems of Optuna's own fixed.
 
-``Study.ask`` looks for enqueued (WAITING) trials on every call, and Optuna's journal storage
-answers by walking every trial of the study, so each ask costs O(trials so far): at 10,000
-trials that walk was most of sweeper's per-trial time (see BENCHMARKS.md, growth). A trial is
-WAITING from its creation until it is first popped, and Optuna's API never makes it WAITING
-again, so the walk can start at the oldest trial that was still WAITING the last time: the
-remedy Optuna applied to its in-memory storage (optuna/optuna#5993), not yet to the journal.
+The storage (:class:`SweeperJournalStorage`): ``Study.ask`` looks for enqueued (WAITING)
+trials on every call, and Optuna's journal storage answers by walking every trial of the study,
+so each ask costs O(trials so far): at 10,000 trials that walk was most of sweeper's per-trial
+time (see BENCHMARKS.md, growth). A trial is WAITING from its creation until it is first popped,
+and Optuna's API never makes it WAITING again, so the walk can start at the oldest trial that was
+still WAITING the last time: the remedy Optuna applied to its in-memory storage
+(optuna/optuna#5993), not yet to the journal.
 
 It reads two fields of the journal's replay result. Were a future Optuna to rename them, the
 storage falls back to Optuna's own walk (correct, only slower); a test checks the fast path is
 the one taken with the installed Optuna.
+
+The file (:class:`SweeperJournalFileBackend`): Optuna writes each record as one JSON line ending
+in ``\\n``, and its reader skips a last line that has no ``\\n`` yet (a record still being
+written, or one whose write never finished: a power cut, a full disk). Its next append goes
+after such a torn line, which makes a line that does not parse, and from then on every read of
+the journal fails. This file cuts a torn tail off before it appends, under the journal's lock,
+and keeps the bytes next to the journal, the way SQLite and Postgres cut a torn log tail before
+they write; a line that does not parse anywhere else is reported by number, never appended to.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Container, Sequence
+import itertools
+import json
+import os
+import time
+from collections.abc import Container, Generator, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from optuna.storages.journal import BaseJournalBackend, JournalStorage
+from optuna.storages.journal import (
+    BaseJournalBackend,
+    JournalFileBackend,
+    JournalFileSymlinkLock,
+    JournalStorage,
+)
 from optuna.trial import FrozenTrial, TrialState
+
+from sweeper._errors import StorageError
+from sweeper._logging import get_logger
+
+logger = get_logger(__name__)
+
+_CHUNK = 1 << 16
+_NOT_A_RECORD = "valid JSON, but not a journal record"
+_SETTLE_SECONDS = 0.05
+"""How long to wait before reading a line again that may have been mid-write (or mid-cut)."""
 
 
 class SweeperJournalStorage(JournalStorage):
@@ -72,3 +103,248 @@ class SweeperJournalStorage(JournalStorage):
         if state == TrialState.WAITING:  # not done by Optuna's API; rescan from the start
             self._waiting_from.clear()
         return super().set_trial_state_values(trial_id, state, values)
+
+
+class SweeperJournalFileBackend(JournalFileBackend):
+    """Optuna's journal file that never appends after a torn last record.
+
+    Reads take no lock, as Optuna's do. Appends are serialized, as Optuna's are, by the lock
+    file ``<path>.lock`` (:class:`~optuna.storages.journal.JournalFileSymlinkLock`, Optuna's
+    default, which every Optuna or sweeper process that appends to the file takes). Holding it,
+    no append is in progress, so a last line without its ``\\n`` is a write that will never
+    finish: it is copied to ``<path>.torn-<time>`` (made durable first), then cut off, and the
+    new records follow the last complete one. A reader in another process is not disturbed:
+    Optuna's reader only remembers where a line that ends in ``\\n`` ends, so it never holds a
+    position past the cut, and a line that changed under it while it was read is read again.
+
+    :meth:`check_tail` does the same when a sweep opens the journal, before anything is
+    appended, and says what it did; ``status`` uses it without cutting.
+    """
+
+    def __init__(self, file_path: str, shown: str | None = None) -> None:
+        self._journal_lock = JournalFileSymlinkLock(file_path)
+        super().__init__(file_path, lock_obj=self._journal_lock)
+        self._path = Path(file_path)
+        self._shown = shown or file_path
+        """The journal's name in messages (relative to the working directory, say)."""
+
+    def read_logs(self, log_number_from: int) -> Generator[dict[str, Any], None, None]:
+        number = log_number_from  # Optuna numbers records by line, from 0
+        for attempt in (1, 2):
+            try:
+                for log in super().read_logs(number):
+                    if not _is_record(log):
+                        raise self._damaged(number + 1, _NOT_A_RECORD)
+                    yield log
+                    number += 1
+                return
+            except ValueError as error:  # JSONDecodeError, UnicodeDecodeError, a line cut short
+                if attempt == 2:
+                    raise self._damaged(number + 1, _reason(error)) from None
+                time.sleep(_SETTLE_SECONDS)  # it may have been written, or cut, as it was read
+
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        data = "\n".join(json.dumps(log, separators=(",", ":")) for log in logs) + "\n"
+        with self._locked(), _open(self._path, os.O_RDWR | os.O_APPEND | os.O_CREAT) as fd:
+            if _read(fd, max(os.fstat(fd).st_size - 1, 0), 1) not in (b"", b"\n"):
+                # Torn since the sweep opened the journal (another process's write cut short).
+                logger.warning(self._set_aside(fd, _Tail.of(fd)))
+            _write_all(fd, data.encode("utf-8"))
+            os.fsync(fd)
+
+    def check_tail(self, *, repair: bool) -> str | None:
+        """Check the journal's last record before a sweep appends to it (``repair``) or reads it.
+
+        Raises :class:`StorageError` if the last complete record does not parse (a damaged
+        record elsewhere is found by :meth:`read_logs`). If the journal ends in a torn record,
+        returns the line to show the user: with ``repair`` it has been set aside and cut off
+        under the journal's lock; without, the file is left as it is.
+        """
+        if repair:
+            with self._locked(), _open(self._path, os.O_RDWR) as fd:
+                tail = _Tail.of(fd)
+                self._check_last_record(fd, tail)
+                return self._set_aside(fd, tail) if tail.torn else None
+        with _open(self._path, os.O_RDONLY) as fd:
+            tail = _Tail.of(fd)
+            if tail.torn:  # perhaps a record being appended right now: look again in a moment
+                time.sleep(_SETTLE_SECONDS)
+                tail = _Tail.of(fd)
+            self._check_last_record(fd, tail)
+            if not tail.torn:
+                return None
+            line = _line_number(fd, tail.end)
+            return (
+                f"{self._shown} ends in a record cut off mid-write (line {line}, "
+                f"{tail.size - tail.end} bytes), which is left out here; the next "
+                f"`python -m sweeper run` on it moves it to {self._shown}.torn-<time>."
+            )
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        self._journal_lock.acquire()
+        try:
+            yield
+        finally:
+            self._journal_lock.release()
+
+    def _check_last_record(self, fd: int, tail: _Tail) -> None:
+        if tail.end == 0:
+            return
+        try:
+            log = json.loads(_read(fd, tail.last, tail.end - tail.last))
+        except ValueError as error:
+            raise self._damaged(_line_number(fd, tail.last), _reason(error)) from None
+        if not _is_record(log):
+            raise self._damaged(_line_number(fd, tail.last), _NOT_A_RECORD)
+
+    def _set_aside(self, fd: int, tail: _Tail) -> str:
+        """Copy the torn bytes to a new side file, then cut them off. Under the lock."""
+        torn = _read(fd, tail.end, tail.size - tail.end)
+        line = _line_number(fd, tail.end)
+        try:
+            side = _write_new(self._path, torn)
+        except OSError as error:
+            raise StorageError(
+                f"{self._shown} ends in a record cut off mid-write (line {line}, {len(torn)} "
+                f"bytes), and it cannot be set aside in {self._shown}.torn-<time>: "
+                f"{error.strerror or error}. Free some disk space or make the folder writable, "
+                "and run again; the journal is unchanged."
+            ) from None
+        os.ftruncate(fd, tail.end)
+        os.fsync(fd)
+        return (
+            f"{self._shown} ended in a record cut off mid-write (line {line}, {len(torn)} "
+            f"bytes): moved it to {self._shown}{side.name[len(self._path.name) :]}, and the "
+            f"journal goes on from the {line - 1} complete records before it."
+        )
+
+    def _damaged(self, line: int, reason: str) -> StorageError:
+        keep = (
+            f"or keep the {line - 1} records before it: `head -n {line - 1} {self._shown} > "
+            f"kept && mv kept {self._shown}`"
+            if line > 1
+            else "or move it away to start over"
+        )
+        return StorageError(
+            f"line {line} of {self._shown} is damaged ({reason}): the studies in it cannot be "
+            f"read, and sweeper leaves the file as it is. Restore it from a backup, {keep}."
+        )
+
+
+@dataclass(frozen=True)
+class _Tail:
+    """Where a journal's complete records end, by the bytes of the file."""
+
+    size: int
+    end: int
+    """Just after the last ``\\n``: records are ``[0, end)``, a torn one ``[end, size)``."""
+    last: int
+    """Where the last complete record starts."""
+
+    @property
+    def torn(self) -> bool:
+        return self.end < self.size
+
+    @classmethod
+    def of(cls, fd: int) -> _Tail:
+        size = os.fstat(fd).st_size
+        end = _newline_before(fd, size) + 1
+        return cls(size, end, _newline_before(fd, end - 1) + 1 if end else 0)
+
+
+def _is_record(log: Any) -> bool:
+    return isinstance(log, dict) and isinstance(log.get("op_code"), int)
+
+
+def _reason(error: ValueError) -> str:
+    if isinstance(error, json.JSONDecodeError):
+        at_end = error.pos >= len(error.doc.rstrip())
+        where = "the end of the line" if at_end else f"character {error.pos + 1}"
+        return f"not JSON: {error.msg} at {where}"
+    if isinstance(error, UnicodeDecodeError):
+        return "not UTF-8 text"
+    return f"{error}".rstrip(".")
+
+
+@contextmanager
+def _open(path: Path, flags: int) -> Iterator[int]:
+    fd = os.open(path, flags | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _read(fd: int, offset: int, size: int) -> bytes:
+    os.lseek(fd, offset, os.SEEK_SET)
+    parts = []
+    while size > 0:
+        part = os.read(fd, min(size, _CHUNK))
+        if not part:
+            break
+        parts.append(part)
+        size -= len(part)
+    return b"".join(parts)
+
+
+def _newline_before(fd: int, end: int) -> int:
+    """The offset of the last ``\\n`` before ``end``, or -1."""
+    while end > 0:
+        start = max(end - _CHUNK, 0)
+        found = _read(fd, start, end - start).rfind(b"\n")
+        if found >= 0:
+            return start + found
+        end = start
+    return -1
+
+
+def _line_number(fd: int, offset: int) -> int:
+    """The number, from 1, of the line that starts at ``offset``."""
+    lines = 1
+    for start in range(0, offset, _CHUNK):
+        lines += _read(fd, start, min(_CHUNK, offset - start)).count(b"\n")
+    return lines
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _write_new(journal: Path, data: bytes) -> Path:
+    """Write ``data`` durably to a new ``<journal>.torn-<time>`` file, never over an old one."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for n in itertools.count(1):
+        side = journal.with_name(f"{journal.name}.torn-{stamp}" + (f"-{n}" if n > 1 else ""))
+        try:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+            fd = os.open(side, flags, 0o666)
+        except FileExistsError:
+            continue
+        try:
+            _write_all(fd, data)
+            os.fsync(fd)
+        except OSError:
+            os.close(fd)
+            side.unlink(missing_ok=True)
+            raise
+        os.close(fd)
+        _fsync_folder(journal.parent)
+        return side
+    raise AssertionError("unreachable")
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a new file's name durable (POSIX; there is no such call for a folder on Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -28,16 +28,27 @@ class OpenedStorage:
     """How to show the storage to the user (a path or a URL without its password)."""
     url: str | None
     """What to pass as --storage to reach it again, or None for the default."""
+    notes: tuple[str, ...] = ()
+    """What opening it found and the user should hear (a torn journal record set aside)."""
 
 
-def open_storage(spec: str | None, workdir: str | os.PathLike[str] | None = None) -> OpenedStorage:
+def open_storage(
+    spec: str | None,
+    workdir: str | os.PathLike[str] | None = None,
+    *,
+    read_only: bool = False,
+) -> OpenedStorage:
     """Open ``spec``: a database URL, a ``redis://`` URL or a journal file path.
 
     ``None`` means the default journal file ``.sweeper/optuna.journal`` under ``workdir``.
+    A journal file whose last record was torn (cut off mid-write) has it set aside first, so
+    that the sweep's appends follow the last complete record, and says so in ``notes``;
+    ``read_only`` (for commands that only read the study) leaves the file as it is and only
+    says it is torn. A damaged record raises :class:`StorageError` either way.
     """
     if spec is None:
         path = home(workdir) / DEFAULT_JOURNAL
-        return OpenedStorage(_journal(path), _relative(path), None)
+        return _journal(path, None, read_only)
     if "://" not in spec:
         path = Path(spec).expanduser()
         if path.is_dir():
@@ -47,26 +58,28 @@ def open_storage(spec: str | None, workdir: str | os.PathLike[str] | None = None
             )
         if _is_sqlite_file(path):
             return _database(f"sqlite:///{path.resolve()}", spec)
-        return OpenedStorage(_journal(path), _relative(path), spec)
+        return _journal(path, spec, read_only)
     scheme = spec.split("://", 1)[0].lower()
     if scheme.startswith("redis"):
         return _redis(spec)
     return _database(spec, spec)
 
 
-def _journal(path: Path) -> BaseStorage:
-    from optuna.storages.journal import JournalFileBackend
+def _journal(path: Path, url: str | None, read_only: bool) -> OpenedStorage:
+    from sweeper.study._journal import SweeperJournalFileBackend, SweeperJournalStorage
 
-    from sweeper.study._journal import SweeperJournalStorage
-
+    shown = _relative(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        return SweeperJournalStorage(JournalFileBackend(str(path)))
+        backend = SweeperJournalFileBackend(str(path), shown=shown)
+        storage = SweeperJournalStorage(backend)  # reads every record: damage raises here
+        note = backend.check_tail(repair=not read_only)  # after, so damage stops before a cut
     except OSError as error:
         raise StorageError(
             f"cannot use {path} as the study journal: {error.strerror or error}. "
             "Choose a writable path with --storage."
         ) from None
+    return OpenedStorage(storage, shown, url, notes=(note,) if note else ())
 
 
 def _redis(url: str) -> OpenedStorage:
