@@ -46,7 +46,9 @@ def _locate(args: argparse.Namespace) -> tuple[optuna.Study, str]:
             f"no sweeps here: {home() / DEFAULT_JOURNAL} does not exist. Run "
             "`python -m sweeper run FILE` in this directory first, or give --storage."
         )
-    opened = open_storage(str(storage_spec) if storage_spec else None)
+    opened = open_storage(str(storage_spec) if storage_spec else None, read_only=True)
+    for note in opened.notes:
+        sys.stderr.write(f"warning: {note}\n")
     names = study_names(opened.storage)
     name = settings.get("study")
     if name is None:

@@ -62,6 +62,7 @@ def sweep(
     """
     opened_storage = open_storage(config.storage, workdir)
     storage = opened_storage.storage
+    notes = (*opened_storage.notes, *notes)
     existing = existing_directions(storage, config.study)
     if config.directions and existing and tuple(config.directions) != existing:
         raise StorageError(
