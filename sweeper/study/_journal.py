@@ -261,7 +261,7 @@ def _reason(error: ValueError) -> str:
     if isinstance(error, json.JSONDecodeError):
         at_end = error.pos >= len(error.doc.rstrip())
         where = "the end of the line" if at_end else f"character {error.pos + 1}"
-        return f"not JSON: {error.msg} at {where}"
+        return f"not JSON: {error.msg.removesuffix(' at')} at {where}"  # some msgs end in "at"
     if isinstance(error, UnicodeDecodeError):
         return "not UTF-8 text"
     return f"{error}".rstrip(".")
