@@ -1,4 +1,6 @@
-"""``python -m sweeper ui``: Aim's UI over a sweep's repo, read-only, on loopback."""
+"""``python -m sweeper ui``: Aim's UI over a sweep's repo, read-only, on loopback.
+
+The server is :mod:`sweeper.tracking._ui_server`, in a process group of its own."""
 
 from __future__ import annotations
 
@@ -8,17 +10,19 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import IO
 
 from sweeper._errors import ConfigError, UsageError
+from sweeper.tracking._readonly import normalize_base_path
 from sweeper.tracking._writer import UI_MARKER
 
 DEFAULT_PORT = 43800
-_AIM = "import sys; from aim.cli.cli import cli_entry_point; sys.exit(cli_entry_point())"
 
 
 def free_port(host: str, preferred: int) -> int:
@@ -48,52 +52,65 @@ def aim_ui(
 ) -> Iterator[str]:
     """Serve Aim's UI on ``repo`` while the block runs; yield its URL once it answers.
 
-    The server runs read-only (nothing can be deleted or edited from the page) in a process
-    group of its own, which is stopped on the way out, whatever happens. ``base_path`` puts
-    every page and API route under that path (for a secret in a public URL).
+    The server is read-only: it answers only requests on the allow-list of reads in
+    :mod:`sweeper.tracking._readonly`, so nothing can be created, edited or deleted from
+    the page or with a request of one's own. It runs in a process group of its own, which
+    is stopped on the way out, whatever happens. ``base_path`` puts every page and API
+    route under that path (for a secret in a public URL); the server never prints it.
     """
     check_repo(repo)
     port = free_port(host, port)
     local = "127.0.0.1" if host in ("0.0.0.0", "") else host
+    base_path = normalize_base_path(base_path)
     url = f"http://{local}:{port}{base_path}"
     marker = repo / UI_MARKER
     marker.write_text(str(os.getpid()))
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            _AIM,
-            "up",
-            "--repo",
-            str(repo),
-            "--host",
-            host,
-            "--port",
-            str(port),
-            "--read-only",
-            "--yes",
-            *(["--base-path", base_path] if base_path else []),
-        ],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    try:
-        _wait_until_up(url, process)
-        yield url
-    finally:
-        _stop(process)
-        with contextlib.suppress(OSError):
-            marker.unlink()
+    with tempfile.TemporaryFile() as errors:  # not a pipe: nobody reads it while it serves
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "sweeper.tracking._ui_server",
+                "--repo",
+                str(repo),
+                "--host",
+                host,
+                "--port",
+                str(port),
+                *(["--base-path", base_path] if base_path else []),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=errors,
+            env=_importable_env(),
+            start_new_session=True,
+        )
+        try:
+            _wait_until_up(url, process, errors)
+            yield url
+        finally:
+            _stop(process)
+            with contextlib.suppress(OSError):
+                marker.unlink()
 
 
-def _wait_until_up(url: str, process: subprocess.Popen[bytes], timeout: float = 120) -> None:
+def _importable_env() -> dict[str, str]:
+    """This environment, with sweeper importable wherever the server's working folder is
+    (a Modal container adds it to this process's path, not necessarily to a child's)."""
+    root = str(Path(__file__).resolve().parents[2])
+    path = os.environ.get("PYTHONPATH", "")
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, path) if p)}
+
+
+def _wait_until_up(
+    url: str, process: subprocess.Popen[bytes], errors: IO[bytes], timeout: float = 120
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            error = (process.stderr.read() if process.stderr else b"").decode(errors="replace")
-            last = error.strip().splitlines()[-1] if error.strip() else "no output"
+            errors.seek(0)
+            error = errors.read().decode(errors="replace").strip()
+            last = error.splitlines()[-1] if error else "no output"
             raise UsageError(f"the Aim UI did not start ({last}).")
         try:
             with urllib.request.urlopen(f"{url}/api/projects/", timeout=2):
@@ -104,7 +121,7 @@ def _wait_until_up(url: str, process: subprocess.Popen[bytes], timeout: float = 
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
-    """Stop the server and everything it started (uvicorn workers)."""
+    """Stop the server and everything it started (uvicorn workers, Aim's migrations)."""
     for sig, wait in ((signal.SIGINT, 10.0), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
         if process.poll() is not None:
             break
