@@ -20,6 +20,7 @@ from typing import IO
 
 from sweeper._errors import ConfigError, UsageError
 from sweeper.tracking._readonly import normalize_base_path
+from sweeper.tracking._ui_server import BASE_PATH_VARIABLE
 from sweeper.tracking._writer import UI_MARKER
 
 DEFAULT_PORT = 43800
@@ -77,12 +78,11 @@ def aim_ui(
                 host,
                 "--port",
                 str(port),
-                *(["--base-path", base_path] if base_path else []),
             ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=errors,
-            env=_importable_env(),
+            env={**_importable_env(), BASE_PATH_VARIABLE: base_path},
             start_new_session=True,
         )
         try:

@@ -7,8 +7,9 @@ there is no second, unguarded server behind a proxy that another local process c
 reach. It logs errors only: no access log, no start-up line, since a path holds the secret
 of a public URL.
 
-``python -m sweeper.tracking._ui_server --repo PATH --host HOST --port PORT
-[--base-path /SECRET]``; SIGINT or SIGTERM stops it.
+``python -m sweeper.tracking._ui_server --repo PATH --host HOST --port PORT``, with the base
+path (the secret) in the environment variable ``SWEEPER_UI_BASE_PATH``, where other users'
+``ps`` does not show it; SIGINT or SIGTERM stops it.
 """
 
 from __future__ import annotations
@@ -16,11 +17,14 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Sequence
-
-from starlette.types import ASGIApp
+from typing import TYPE_CHECKING
 
 from sweeper.tracking._readonly import ReadOnlyFront, normalize_base_path
 
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp
+
+BASE_PATH_VARIABLE = "SWEEPER_UI_BASE_PATH"
 WORKERS = 2  # as ``aim up``: one long search does not hold up the page's other requests
 
 
@@ -38,7 +42,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--repo", required=True)
     parser.add_argument("--host", required=True)
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--base-path", default="")
     args = parser.parse_args(argv)
 
     import uvicorn
@@ -54,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     # The workers read these, as Aim's app does under ``aim up``.
     os.environ[AIM_ENV_MODE_KEY] = "prod"
-    os.environ[AIM_UI_BASE_PATH] = normalize_base_path(args.base_path)
+    os.environ[AIM_UI_BASE_PATH] = normalize_base_path(os.environ.pop(BASE_PATH_VARIABLE, ""))
     os.environ[AIM_READ_ONLY_UI] = "1"  # Aim's own refusals stay, behind ours
     repo = get_repo_instance(args.repo, True)  # upgrades a repo of an older Aim
     if repo is None:
