@@ -43,6 +43,9 @@ logger = get_logger(__name__)
 
 STALE_HEARTBEATS = 2.5
 """A worker silent for this many heartbeats has probably lost its container."""
+CHANNEL_WAIT_SECONDS = 30.0
+"""How long one read of the trial channel waits for an item (a ``Queue.get`` must block
+for a positive time: ``timeout=0`` sends Modal an already-expired, negative one)."""
 
 
 def _stale_seconds() -> float:
@@ -361,6 +364,7 @@ class ModalBackend(Backend):
                 await self._stop.wait()
             finally:
                 await self._inputs.put(None)
+                await self._end_channel_read(session)
                 for task in tasks:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
@@ -389,24 +393,30 @@ class ModalBackend(Backend):
             self._events.put(_SessionFailed(error))
 
     async def _read_channel(self, session: ModalSession) -> None:
-        from sweeper.backends._modal_app import HUB_PARTITION
-
+        # One blocking get at a time on the one partition everything for the orchestrator
+        # arrives on (workers' calls and heartbeats, the hub's messages): Modal answers it as
+        # soon as an item is put, so waiting long costs no latency, only fewer requests.
         while True:
-            for partition in (UP, HUB_PARTITION):
-                try:
-                    items = await session.queue.get_many.aio(
-                        1000, partition=partition, timeout=0.5 if partition == UP else 0
-                    )
-                except queue.Empty:
-                    continue
-                except asyncio.CancelledError:
-                    raise
-                except Exception as error:
-                    logger.debug("reading the trial channel: %s", error)
-                    await asyncio.sleep(1.0)
-                    continue
-                for item in items:
-                    self._route(item)
+            try:
+                items = await session.queue.get_many.aio(
+                    1000, partition=UP, timeout=CHANNEL_WAIT_SECONDS
+                )
+            except queue.Empty:
+                continue
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                logger.debug("reading the trial channel: %s", error)
+                await asyncio.sleep(1.0)
+                continue
+            for item in items:
+                self._route(item)
+
+    async def _end_channel_read(self, session: ModalSession) -> None:
+        """End the channel read in progress with an item of its own: cancelling it would do
+        for Modal's client, but a queue whose ``get`` runs in a thread cannot be cancelled."""
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(session.queue.put.aio(("end",), partition=UP), 10)
 
     def _route(self, item: Any) -> None:
         kind = item[0]

@@ -34,7 +34,7 @@ import modal
 
 from sweeper._errors import ObjectiveError
 from sweeper.channel._base import TrialChannel
-from sweeper.channel._queue import QueueTransport
+from sweeper.channel._queue import UP, QueueTransport
 from sweeper.objective._imports import file_imports, pinned, requirements
 from sweeper.objective._ref import ObjectiveRef
 from sweeper.trial._messages import TrialResult, TrialSpec
@@ -43,8 +43,9 @@ from sweeper.trial._runner import run_trial, worker_identity
 VOLUME_MOUNT = "/sweeper"
 """Where the sweep's Volume is mounted in every container."""
 REMOTE_OBJECTIVE_DIR = "/root/sweeper_objective"
-HUB_PARTITION = "hub"
 TRACKING_PARTITION = "tracking"
+"""Where the orchestrator sends the hub its tracking events (the hub's own messages go to
+the partition the orchestrator reads, ``UP``)."""
 UI_PORT = 43800
 DEFAULT_TIMEOUT = 2 * 3600
 """Seconds a trial may run on Modal when --trial-timeout is not given."""
@@ -199,7 +200,7 @@ def aim_hub_remote(queue: Any, secret: str, volume: str, commit_every: float = 3
         writer.close()
         writer.index_pending()  # the UI is down now: nobody else indexes
         commit_volume(volume)
-        queue.put(("closed",), partition=HUB_PARTITION)
+        queue.put(("closed",), partition=UP)
 
 
 def aim_ui_remote(queue: Any, secret: str, volume: str) -> None:
@@ -216,14 +217,14 @@ def aim_ui_remote(queue: Any, secret: str, volume: str) -> None:
 @contextlib.contextmanager
 def _served_ui(queue: Any, secret: str) -> Iterator[None]:
     """Aim's UI on the repo, read-only, behind a tunnel whose URL path is ``secret``; the
-    URL goes to the orchestrator on the hub partition."""
+    URL goes to the orchestrator on the partition it reads (``UP``)."""
     from sweeper.tracking._ui import aim_ui
 
     host = os.environ.get("SWEEPER_UI_HOST", "0.0.0.0")  # only the tunnel reaches it
     with aim_ui(Path(volume_path("aim")), host, UI_PORT, base_path=f"/{secret}") as url:
         port = urllib.parse.urlsplit(url).port or UI_PORT
         with modal.forward(port) as tunnel:
-            queue.put(("url", f"{tunnel.url}/{secret}/"), partition=HUB_PARTITION)
+            queue.put(("url", f"{tunnel.url}/{secret}/"), partition=UP)
             yield
 
 
@@ -385,7 +386,7 @@ def serve_ui(settings: ModalSettings, announce: Callable[[str], None]) -> None:
     with app.run(), modal.Queue.ephemeral() as channel:
         call = function.spawn(channel, new_secret(), settings.volume)
         try:
-            message: Any = channel.get(partition=HUB_PARTITION, timeout=900)
+            message: Any = channel.get(partition=UP, timeout=900)
             announce(str(message[1]))
             while True:
                 time.sleep(3600)
