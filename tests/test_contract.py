@@ -1,5 +1,7 @@
-"""The backend contract: the same behaviour tests, run on the local backend and on the Modal
-backend with only Modal's transport replaced by the in-process stand-in (modal_standin.py).
+"""The backend contract: the same behaviour tests, run on the local backend, on the Modal
+backend with only Modal's transport replaced by the in-process stand-in (modal_standin.py),
+and on the Modal backend as it is, with modal's own client talking to a fake Modal server
+(fake_modal; its containers are processes running modal's container entrypoint).
 
 In-flight count, exactly-once tells, failure modes, pruning, multi-objective, resume after a
 dead sweep. Modal-only behaviour (lost and preempted containers) is in test_modal_backend.py.
@@ -8,11 +10,13 @@ dead sweep. Modal-only behaviour (lost and preempted containers) is in test_moda
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import contract_objectives as objectives
+import fake_modal
 import optuna
 import pytest
 from conftest import states
@@ -20,7 +24,12 @@ from modal_standin import Faults, StandInTransport
 from optuna.trial import TrialState
 
 from sweeper import _api
-from sweeper.backends._modal import ModalBackend, make_request, settings_from
+from sweeper.backends._modal import (
+    ModalBackend,
+    make_modal_backend,
+    make_request,
+    settings_from,
+)
 from sweeper.backends._modal_app import build
 from sweeper.orchestrator import SweepResult, sweep
 from sweeper.progress import Reporter
@@ -31,6 +40,8 @@ from sweeper.study._recovery import SweepRecord, register
 class Harness:
     kind: str
     workdir: Path
+    server: fake_modal.FakeModal | None = None
+    """The fake Modal server, for kind "modal-server"."""
 
     def run(self, objective: Any, faults: Faults | None = None, **options: Any) -> SweepResult:
         options = {"parallel": 2, "track": False, **options}
@@ -38,6 +49,10 @@ class Harness:
         if self.kind == "local":
             return sweep(ref, config, reporter=Reporter(), workdir=self.workdir, notes=notes)
         config = config.with_(backend="modal")
+        if self.kind == "modal-server":  # sweeper's Modal backend as it is, fake credentials
+            assert faults is None, "faults on the fake server are set on harness.server.faults"
+            backend = make_modal_backend(ref, config, config.parallel or 1)
+            return sweep(ref, config, reporter=Reporter(), workdir=self.workdir, backend=backend)
         self.transport = StandInTransport(build(settings_from(config), ref), faults)
         backend = ModalBackend(self.transport, config.parallel or 1, make_request)
         return sweep(ref, config, reporter=Reporter(), workdir=self.workdir, backend=backend)
@@ -51,11 +66,18 @@ class Harness:
         return optuna.load_study(study_name=name, storage=storage)
 
 
-@pytest.fixture(params=["local", "modal"])
-def harness(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+@pytest.fixture(params=["local", "modal", "modal-server"])
+def harness(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Harness]:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("SWEEPER_VOLUME_MOUNT", str(tmp_path / "volume"))
-    return Harness(request.param, tmp_path)
+    if request.param != "modal-server":
+        yield Harness(request.param, tmp_path)
+        return
+    with fake_modal.serving(monkeypatch) as server:
+        yield Harness(request.param, tmp_path, server)
+        assert server.invalid == [] and server.unimplemented == [] and server.errors == []
 
 
 def _enqueue(harness: Harness, name: str, params: list[dict[str, Any]]) -> None:
@@ -104,12 +126,18 @@ def test_exactly_parallel_in_flight_and_refilled_at_once(
         peak = max(peak, in_flight)
     assert peak == parallel
     ends = sorted(r["end"] for r in runs)
-    slack = 0.2 if harness.kind == "local" else 0.4  # the stand-in adds latency both ways
+    # The stand-in adds latency both ways; with the fake server, a result and the next
+    # input each take a few requests between processes.
+    slack = {"local": 0.2, "modal": 0.4, "modal-server": 1.0}[harness.kind]
     for run in sorted(runs, key=lambda r: r["start"])[parallel:]:
         waited = min(run["start"] - end for end in ends if end <= run["start"] + 0.001)
         assert waited < slack, waited
     if harness.kind == "modal":
         assert harness.transport.sessions[0].max_in_flight == parallel
+    if harness.kind == "modal-server":
+        assert harness.server is not None
+        (call,) = harness.server.service.functions.calls.values()
+        assert call.max_outstanding == parallel  # inputs Modal held at once
 
 
 def test_failure_modes(harness: Harness) -> None:
