@@ -9,21 +9,28 @@ local socket. Containers are processes that run modal's container entrypoint and
 
 from __future__ import annotations
 
+import asyncio
 import os
+import queue
+import threading
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import contract_objectives as objectives
 import fake_modal
+import modal
 import optuna
 import pytest
 from conftest import states
 from fake_modal import FakeModal, InputView, Rpc, Running
 from modal_proto import api_pb2
 from optuna.storages.journal._storage import JournalOperation
+from optuna.trial import TrialState
 
 from sweeper import _api
+from sweeper._errors import BackendError
 from sweeper.backends._modal import ModalBackend, make_modal_backend
 from sweeper.channel import _queue
 from sweeper.orchestrator import SweepResult, sweep
@@ -206,4 +213,290 @@ def test_a_preempted_trial_is_rerun_as_the_same_trial(
     reports = journal_ops(sweeps, JournalOperation.SET_TRIAL_INTERMEDIATE_VALUE)
     trial_ids = {t.number: t._trial_id for t in trials}
     assert len([r for r in reports if r["trial_id"] == trial_ids[0]]) == 4
+    assert_clean(modal_server)
+
+
+@pytest.fixture
+def quick_heartbeats(modal_server: FakeModal, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Workers beat every 0.2 s (here and in the containers), so a silent one stands out."""
+    monkeypatch.setattr(_queue, "HEARTBEAT_SECONDS", 0.2)
+    modal_server.container_patches["sweeper.channel._queue:HEARTBEAT_SECONDS"] = 0.2
+
+
+@pytest.mark.usefixtures("quick_heartbeats")
+def test_a_crashed_container_fails_its_own_trial(modal_server: FakeModal, sweeps: Sweep) -> None:
+    # Trial 1's container is killed (out of memory, say) while trial 0 runs too: Modal
+    # returns "Runner failed" for some input, without saying which; the heartbeats tell.
+    modal_server.faults.add("crash", match=trial(1), on=after_delivered("report"))
+    sweeps.run(objectives.resumable, n_trials=4, parallel=2, study="crash")
+    trials = sweeps.study("crash").trials
+    assert trials[1].state == TrialState.FAIL
+    reason = trials[1].system_attrs["fail_reason"]
+    assert "its Modal container was lost" in reason
+    assert "RemoteError: Runner failed with exit code: 137" in reason
+    assert [t.state for t in trials if t.number != 1] == [TrialState.COMPLETE] * 3
+    assert modal_server.requests("FunctionRetryInputs") == []  # no retries were asked for
+    assert_clean(modal_server)
+
+
+def test_modal_retries_rerun_a_crashed_trial_as_the_same_trial(
+    modal_server: FakeModal, sweeps: Sweep
+) -> None:
+    fault = modal_server.faults.add("crash", match=trial(0), on=after_delivered("report"))
+    sweeps.run(objectives.resumable, n_trials=2, parallel=1, study="retried", retries=1)
+    trials = sweeps.study("retried").trials
+    assert states(sweeps.study("retried")) == {"COMPLETE": 2}
+    assert trials[0].user_attrs["starts"] == 2
+    assert trials[0].intermediate_values == {s: trials[0].params["x"] + s for s in range(4)}
+    # modal's client asked for the retry (Modal's maps retry from the client), once.
+    (retry,) = modal_server.requests("FunctionRetryInputs")
+    assert [item.retry_count for item in retry.inputs] == [1]
+    (item,) = [modal_server.service.functions.inputs[i] for i in fault.fired]
+    assert item.retry_count == 1 and item.starts == 2
+    (created,) = [
+        c
+        for c in modal_server.requests("FunctionCreate")
+        if c.function.function_name == "run_trial"
+    ]
+    assert created.function.retry_policy.retries == 1
+    assert_clean(modal_server)
+
+
+def test_an_input_past_modal_timeout_fails_with_function_timeout_error(
+    modal_server: FakeModal, sweeps: Sweep
+) -> None:
+    # Every input of run_trial may run 2 s here (the function's own timeout is hours).
+    modal_server.timeouts["run_trial"] = 2.0
+    _enqueue(sweeps, "slow", [{"mode": m} for m in ("sleep", "ok", "ok", "ok")])
+    sweeps.run(objectives.modes, n_trials=4, parallel=2, study="slow")
+    trials = sweeps.study("slow").trials
+    assert trials[0].state == TrialState.FAIL
+    reason = trials[0].system_attrs["fail_reason"]
+    assert "FunctionTimeoutError" in reason and "hit its timeout of 2s" in reason
+    assert [t.state for t in trials[1:]] == [TrialState.COMPLETE] * 3
+    assert_clean(modal_server)
+
+
+def _enqueue(sweeps: Sweep, name: str, params: list[dict[str, Any]]) -> None:
+    (sweeps.workdir / ".sweeper").mkdir(exist_ok=True)
+    storage = optuna.storages.journal.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(
+            str(sweeps.workdir / ".sweeper" / "optuna.journal")
+        )
+    )
+    study = optuna.create_study(study_name=name, storage=storage, load_if_exists=True)
+    for item in params:
+        study.enqueue_trial(item)
+
+
+def test_a_failing_image_build_stops_the_sweep_with_modal_error(
+    modal_server: FakeModal, sweeps: Sweep
+) -> None:
+    modal_server.faults.failing_builds.append("pip install")
+    with pytest.raises(BackendError, match="ImageBuildError") as raised:
+        sweeps.run(objectives.quadratic, n_trials=2, study="image")
+    assert "failed" in str(raised.value)
+    assert modal_server.service.functions.containers == {}
+    (disconnect,) = modal_server.requests("AppClientDisconnect")
+    assert disconnect.reason == api_pb2.APP_DISCONNECT_REASON_LOCAL_EXCEPTION
+    assert_clean(modal_server)
+
+
+def test_a_missing_secret_stops_the_sweep_with_its_name(
+    modal_server: FakeModal, sweeps: Sweep
+) -> None:
+    with pytest.raises(BackendError, match="Secret 'wandb' not found"):
+        sweeps.run(objectives.quadratic, n_trials=2, study="secret", secrets=["wandb"])
+    assert modal_server.service.functions.containers == {}
+    assert_clean(modal_server)
+
+
+def test_a_secret_reaches_the_containers_environment(
+    modal_server: FakeModal, sweeps: Sweep, tmp_path: Path
+) -> None:
+    modal_server.add_secret("api", {"API_TOKEN": "s3cret"})
+    objective = tmp_path / "uses_secret.py"
+    objective.write_text(
+        "import os\n\n"
+        "def objective(trial):\n"
+        "    trial.set_user_attr('token', os.environ.get('API_TOKEN'))\n"
+        "    return trial.suggest_float('x', 0, 1)\n"
+    )
+    sweeps.run(str(objective), n_trials=1, parallel=1, study="uses_secret", secrets=["api"])
+    (only,) = sweeps.study("uses_secret").trials
+    assert only.user_attrs["token"] == "s3cret"
+    assert_clean(modal_server)
+
+
+# -- the Aim hub: Function.spawn, a tunnel, the Volume -----------------------------------------
+
+
+def test_the_aim_hub_serves_its_ui_through_a_tunnel_and_commits_the_repo(
+    modal_server: FakeModal, sweeps: Sweep, tmp_path: Path
+) -> None:
+    aim = pytest.importorskip("aim")
+    # The trial waits until the test has loaded the UI through the tunnel (the hub stops
+    # when the sweep ends).
+    loaded = tmp_path / "ui-loaded"
+    objective = tmp_path / "waits.py"
+    objective.write_text(
+        "import os, time\n\n"
+        "def objective(trial):\n"
+        "    x = trial.suggest_float('x', 0, 1)\n"
+        "    trial.report(x, 0)\n"
+        f"    while not os.path.exists({str(loaded)!r}):\n"
+        "        time.sleep(0.05)\n"
+        "    return x\n"
+    )
+    pages: list[tuple[int, bytes]] = []
+
+    def load_ui() -> None:
+        try:
+            url = modal_server.wait_until(lambda: sweeps.backend and sweeps.backend.hub_url, 120)
+            secret = url.rstrip("/").rsplit("/", 1)[-1]
+            pages.append(modal_server.fetch(url))
+            pages.append(modal_server.fetch(url + "api/projects/"))
+            pages.append(modal_server.fetch(url.replace(secret, "guess")))
+        finally:
+            loaded.touch()
+
+    loader = threading.Thread(target=load_ui)
+    loader.start()
+    try:
+        sweeps.run(str(objective), n_trials=2, parallel=1, study="waits", track=True)
+    finally:
+        loaded.touch()
+        loader.join()
+    (page, api, guessed) = pages
+    assert page[0] == 200 and b"<html" in page[1].lower()
+    assert api[0] == 200
+    assert guessed[0] == 404  # without the secret path, no UI
+    url = sweeps.backend.hub_url if sweeps.backend else None
+    assert url is not None and url.startswith("https://127.0.0.1:")
+    assert len(url.rstrip("/").rsplit("/", 1)[-1]) >= 24
+    # The hub was spawned (one input, not a map), and it committed the repo to the Volume.
+    hub_calls = [
+        c for c in modal_server.service.functions.calls.values() if c.function.name == "aim_hub"
+    ]
+    assert [c.call_type for c in hub_calls] == [api_pb2.FUNCTION_CALL_TYPE_UNARY]
+    assert hub_calls[0].invocation_type == api_pb2.FUNCTION_CALL_INVOCATION_TYPE_ASYNC
+    volume = modal_server.service.volumes.by_name("sweeper")
+    assert volume.commits >= 1
+    repo = aim.Repo.from_path(str(volume.path / "aim"))
+    runs = {
+        item.run.name
+        for item in repo.query_runs("run.experiment == 'waits'", report_mode=0).iter_runs()
+    }
+    assert runs == {"trial 0", "trial 1", "study"}
+    assert_clean(modal_server)
+
+
+# -- modal's own API against the fake ----------------------------------------------------------
+
+
+class Examples:
+    """An App of fake_modal.examples' functions (their image carries fake_modal)."""
+
+    def __init__(self, **options: Any) -> None:
+        from fake_modal import examples
+
+        self.volume = modal.Volume.from_name("examples", create_if_missing=True)
+        self.app = modal.App("examples")
+        image = modal.Image.debian_slim().add_local_python_source("fake_modal")
+        for name in ("square", "fail", "sleep", "where", "write", "read"):
+            function = self.app.function(
+                image=image, name=name, volumes={"/data": self.volume}, **options
+            )(getattr(examples, name))
+            setattr(self, name, function)
+
+
+def test_map_returns_outputs_and_remote_exceptions_with_their_tracebacks(
+    modal_server: FakeModal,
+) -> None:
+    examples = Examples()
+    with examples.app.run():
+        assert list(examples.square.map([1, 2, 3])) == [1, 4, 9]
+        results = list(examples.fail.map([7], return_exceptions=True))
+        where = examples.where.remote()
+    (error,) = results
+    assert isinstance(error, ValueError) and str(error) == "no square for 7"
+    remote = "".join(traceback.format_exception(error))
+    assert "examples.py" in remote and "in fail" in remote  # the container's frames
+    # The container imported the module from the image's mount, in its own /root.
+    fs = Path(where["cwd"])
+    assert fs.name == "root" and Path(where["module"]).is_relative_to(fs)
+    assert where["path0"] == where["cwd"]
+    assert_clean(modal_server)
+
+
+def test_a_crashed_or_timed_out_input_is_an_exception_without_an_index(
+    modal_server: FakeModal,
+) -> None:
+    modal_server.faults.add("crash", match=lambda view: view.args == (1.0,), after=0.2)
+    modal_server.timeouts["sleep"] = 1.5
+    examples = Examples()
+
+    async def run() -> list[Any]:
+        stream = examples.sleep.map.aio(
+            [1.0, 0.1, 5.0], order_outputs=False, return_exceptions=True
+        )
+        return [output async for output in stream]
+
+    with examples.app.run():
+        outputs = asyncio.run(run())
+    assert outputs[0] == 0.1  # completion order, nothing saying which input it was
+    crashed, timed_out = outputs[1:]
+    assert type(crashed) is modal.exception.RemoteError
+    assert str(crashed) == "Runner failed with exit code: 137"
+    assert type(timed_out) is modal.exception.FunctionTimeoutError
+    assert "hit its timeout of 1.5s" in str(timed_out)
+    assert_clean(modal_server)
+
+
+def test_queue_partitions_and_blocking_gets(modal_server: FakeModal) -> None:
+    with modal.Queue.ephemeral() as channel:
+        channel.put_many([1, 2, 3], partition="a")
+        channel.put("default")
+        assert channel.get_many(10, partition="a") == [1, 2, 3]
+        assert channel.get() == "default"
+        assert channel.get(block=False, partition="a") is None
+        with pytest.raises(queue.Empty):
+            channel.get(partition="a", timeout=0.3)
+        # A blocking get is answered as soon as another client puts.
+        threading.Timer(0.3, channel.put, ("late",), {"partition": "b"}).start()
+        assert channel.get(partition="b", timeout=20) == "late"
+        with pytest.raises(modal.exception.InvalidError):
+            channel.put(1, partition="x" * 65)
+    gets = modal_server.requests("QueueGet")
+    assert [g.timeout for g in gets[:2]] == [pytest.approx(50.0)] * 2  # modal's longest wait
+    assert gets[2].timeout == 0  # block=False
+    assert_clean(modal_server)
+
+
+def test_volume_writes_reach_others_when_committed_and_reloaded(
+    modal_server: FakeModal,
+) -> None:
+    examples = Examples()
+    args = ("examples", "/data")
+    with examples.app.run():  # `write` and `read` run in containers of their own
+        assert examples.read.remote(*args, "a.txt", False) is None
+        examples.write.remote(*args, "a.txt", "one", True)
+        assert examples.read.remote(*args, "a.txt", False) is None  # its view is as it was
+        assert examples.read.remote(*args, "a.txt", True) == "one"  # until it reloads
+        examples.write.remote(*args, "b.txt", "two", False)  # not committed
+        assert examples.read.remote(*args, "b.txt", True) is None
+    volume = modal_server.service.volumes.by_name("examples")
+    assert (volume.path / "a.txt").read_text() == "one" and not (volume.path / "b.txt").exists()
+    assert_clean(modal_server)
+
+
+def test_a_gpu_fallback_list_is_sent_as_ranked_functions(
+    modal_server: FakeModal, sweeps: Sweep
+) -> None:
+    sweeps.run(objectives.quadratic, n_trials=2, study="gpus", gpu=["H100", "A100-80GB"])
+    creates = modal_server.requests("FunctionCreate")
+    (trial_function,) = [c for c in creates if c.function_data.function_name == "run_trial"]
+    ranked = trial_function.function_data.ranked_functions
+    assert [r.function.resources.gpu_config.gpu_type for r in ranked] == ["H100", "A100-80GB"]
+    assert states(sweeps.study("gpus")) == {"COMPLETE": 2}
     assert_clean(modal_server)

@@ -17,8 +17,9 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+import psutil
 from modal_proto import api_pb2
 
 if TYPE_CHECKING:
@@ -26,7 +27,8 @@ if TYPE_CHECKING:
 
 BOOTSTRAP = Path(__file__).with_name("_bootstrap.py")
 VOLUME_MOUNT_VARIABLE = "SWEEPER_VOLUME_MOUNT"
-"""sweeper's containers find the Volume mounted at /sweeper under this path instead."""
+"""sweeper's containers find the Volume mounted at /sweeper under this path instead (and
+any container finds each of its volumes in ``FAKE_MODAL_VOLUMES``, by mount path)."""
 
 
 class Container:
@@ -121,10 +123,12 @@ class Container:
             if not key.startswith("MODAL_") and key not in ("PYTHONPATH", VOLUME_MOUNT_VARIABLE)
         }
         environ.update(images.secret_env(list(definition.secret_ids)))
+        mounted: dict[str, str] = {}
         for mount in definition.volume_mounts:
             view = self.functions.service.volumes.mount(
                 self.task_id, mount.volume_id, self.folder / "volumes" / mount.volume_id
             )
+            mounted[mount.mount_path] = str(view.path)
             if mount.mount_path == "/sweeper":
                 environ[VOLUME_MOUNT_VARIABLE] = str(view.path)
         environ.update(
@@ -137,6 +141,7 @@ class Container:
                 "PYTHONUNBUFFERED": "1",
                 "FAKE_MODAL_FS": str(fs),
                 "FAKE_MODAL_PATCHES": json.dumps(self.server.container_patches),
+                "FAKE_MODAL_VOLUMES": json.dumps(mounted),
             }
         )
         if self.server.pythonpath:
@@ -144,9 +149,19 @@ class Container:
         return environ
 
     def _signal(self, number: int) -> None:
-        if self.process is not None and self.process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, number)  # its own session: children too
+        """Signal the container's processes: all of them, as a container's end takes its
+        whole cgroup (children in sessions of their own too, like Aim's UI server)."""
+        if self.process is None or self.process.returncode is not None:
+            return
+        try:
+            children = psutil.Process(self.process.pid).children(recursive=True)
+        except psutil.Error:
+            children = []
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, number)
+        for child in children:
+            with contextlib.suppress(psutil.Error):
+                child.send_signal(number)
 
     async def kill(self, reason: str) -> None:
         """Kill the container now (``SIGKILL``) and wait until it is gone."""
@@ -163,7 +178,3 @@ class Container:
             return self.log.read_text(errors="replace")
         except FileNotFoundError:
             return ""
-
-
-def patches_from_environment() -> dict[str, Any]:
-    return dict(json.loads(os.environ.get("FAKE_MODAL_PATCHES") or "{}"))

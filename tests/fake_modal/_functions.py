@@ -91,10 +91,6 @@ class Function:
     """The most inputs that ran at once."""
 
     @property
-    def timeout(self) -> float:
-        return float(self.definition.timeout_secs) if self.definition else 300.0
-
-    @property
     def retry_policy(self) -> api_pb2.FunctionRetryPolicy:
         assert self.definition is not None
         return self.definition.retry_policy
@@ -609,7 +605,7 @@ class Functions(Component):
             self._timers.add(task)
             task.add_done_callback(self._timers.discard)
 
-        schedule(item.call.function.timeout, lambda: self._time_out(container, item))
+        schedule(self.timeout_of(item.call.function), lambda: self._time_out(container, item))
         view = container.run.input if container.run else InputView(item)
         for fault in self.server.faults.rules:
             if fault.kind == "error" or fault.spent or fault.on is not None:
@@ -632,8 +628,14 @@ class Functions(Component):
         elif fault.kind == "timeout":
             await self._time_out(container, item)
 
+    def timeout_of(self, function: Function) -> float:
+        """How long an input of ``function`` may run (``FakeModal.timeouts`` overrides)."""
+        if function.name in self.server.timeouts:
+            return self.server.timeouts[function.name]
+        return float(function.definition.timeout_secs) if function.definition else 300.0
+
     async def _time_out(self, container: Container, item: Input) -> None:
-        timeout = item.call.function.timeout
+        timeout = self.timeout_of(item.call.function)
         self._finish(
             item,
             GenericResult(

@@ -64,7 +64,7 @@ class Images(Component):
         self.secrets: dict[str, Secret] = {}
         self._named_secrets: dict[str, str] = {}
         for name, env in self.server.secrets.items():
-            self._add_secret(name, dict(env))
+            self.add_secret(name, dict(env))
 
     # -- images --------------------------------------------------------------------------------
 
@@ -178,7 +178,7 @@ class Images(Component):
 
     # -- secrets -------------------------------------------------------------------------------
 
-    def _add_secret(self, name: str, env: dict[str, str]) -> Secret:
+    def add_secret(self, name: str, env: dict[str, str]) -> Secret:
         secret = Secret(self.ids.new("st"), name, env)
         self.secrets[secret.secret_id] = secret
         if name:
@@ -207,7 +207,7 @@ class Images(Component):
             env = request.environment_name or "main"
             raise not_found(f"Secret '{name}' not found in environment '{env}'")
         else:
-            secret = self._add_secret(name, dict(request.env_dict))
+            secret = self.add_secret(name, dict(request.env_dict))
         return api_pb2.SecretGetOrCreateResponse(
             secret_id=secret.secret_id,
             metadata=api_pb2.SecretMetadata(name=secret.name, keys=sorted(secret.env)),

@@ -28,6 +28,8 @@ class Rpc:
     dropped: bool = False
     """The request arrived from a container that a fault killed at that moment: it had no
     effect, as if it never left the dead container."""
+    abandoned: bool = False
+    """The sender cancelled it before the answer went out (a long poll it stopped)."""
     injected: Exception | None = None
     """The error a fault answers it with."""
     problems: list[str] = field(default_factory=list)

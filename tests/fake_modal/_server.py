@@ -24,6 +24,8 @@ from typing import Any, TypeVar
 import grpclib.const
 import grpclib.server
 from grpclib import GRPCError, Status
+from grpclib.exceptions import StreamTerminatedError
+from h2.exceptions import StreamClosedError
 from modal_proto import api_grpc
 
 from fake_modal._faults import Faults
@@ -91,6 +93,8 @@ class _Endpoint:
                     await stream.send_message(await implementation(request, context))
             except (GRPCError, asyncio.CancelledError):
                 raise
+            except (StreamClosedError, StreamTerminatedError, ConnectionError):
+                rpc.abandoned = True  # the client gave up on it (a cancelled long poll)
             except Exception as error:
                 logger.exception("fake Modal server: %s failed", name)
                 server.errors.append((rpc, error))
@@ -133,6 +137,8 @@ class FakeModal:
         self.client_retries = client_retries
         """Whether maps retry failed inputs from the client (``sync_client_retries_enabled``),
         as Modal's maps do, or not at all."""
+        self.timeouts: dict[str, float] = {}
+        """Seconds an input of a function (by name) may run, instead of its own timeout."""
         self.container_patches = dict(container_patches or {})
         """Module attributes set in every container (``{"module:attribute": value}``)."""
         self.pythonpath = pythonpath
@@ -218,6 +224,37 @@ class FakeModal:
                 await asyncio.wait_for(server.wait_closed(), 5)
         with contextlib.suppress(FileNotFoundError):
             self.socket_path(peer).unlink()
+
+    def add_secret(self, name: str, env: dict[str, str]) -> None:
+        """Create a named Secret (as ``modal secret create`` would)."""
+
+        async def add() -> None:
+            self.service.images.add_secret(name, dict(env))
+
+        self.call(add())
+
+    def fetch(self, url: str, timeout: float = 30.0) -> tuple[int, bytes]:
+        """GET a tunnel's URL (``https://127.0.0.1:port/...``), trusting the tunnels'
+        certificate and no proxy; returns the status and the body."""
+        import ssl
+        import urllib.error
+        import urllib.parse
+        import urllib.request
+
+        if urllib.parse.urlsplit(url).hostname != "127.0.0.1":
+            raise ValueError(f"{url} is not a tunnel of the fake Modal server")
+        context: ssl.SSLContext = self.call(self._client_ssl())
+        opener = urllib.request.build_opener(
+            urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context)
+        )
+        try:
+            with opener.open(url, timeout=timeout) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read()
+
+    async def _client_ssl(self) -> Any:
+        return self.service.tunnels.client_ssl()
 
     def environ(self) -> dict[str, str]:
         """What the local client needs in its environment to use this server."""

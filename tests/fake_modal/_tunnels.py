@@ -13,7 +13,6 @@ import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
-from google.protobuf.empty_pb2 import Empty
 from grpclib import GRPCError, Status
 from modal_proto import api_pb2
 
@@ -125,9 +124,13 @@ class Tunnels(Component):
         self.tunnels[key] = Tunnel(context.peer, request.port, port, server)
         return api_pb2.TunnelStartResponse(host=HOST, port=port)
 
-    async def TunnelStop(self, request: api_pb2.TunnelStopRequest, context: Context) -> Empty:
-        await self.close((context.peer, request.port))
-        return Empty()
+    async def TunnelStop(
+        self, request: api_pb2.TunnelStopRequest, context: Context
+    ) -> api_pb2.TunnelStopResponse:
+        key = (context.peer, request.port)
+        exists = key in self.tunnels
+        await self.close(key)
+        return api_pb2.TunnelStopResponse(exists=exists)
 
     async def close(self, key: tuple[str, int]) -> None:
         tunnel = self.tunnels.pop(key, None)
