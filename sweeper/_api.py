@@ -51,6 +51,7 @@ def run(
     volume: str | None = None,
     pip: str | Sequence[str] | None = None,
     requirements: str | None = None,
+    callbacks: Sequence[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] | None = None,
     progress: str | bool = "auto",
 ) -> optuna.Study:
     """Run a sweep of an Optuna objective on parallel workers and return the study.
@@ -82,6 +83,10 @@ def run(
             per trial container, Modal's retries of a failed container, Modal secrets by name,
             the Volume, and the packages of the trial image (default: what the objective
             imports). See the README's "Running on Modal".
+        callbacks: Functions called with ``(study, frozen_trial)`` after each trial is told,
+            as ``study.optimize(callbacks=...)`` calls them (Optuna's
+            ``MaxTrialsCallback``, for one); ``study.stop()`` in one ends the sweep after
+            the running trials finish.
         progress: ``"auto"``, ``"terminal"``, ``"plain"``, ``"none"`` (only the summary), or
             ``False`` (nothing at all).
 
@@ -118,7 +123,9 @@ def run(
         "pip": pip,
         "requirements": requirements,
     }
-    result = run_sweep(target, objective=objective, options=options, progress=progress)
+    result = run_sweep(
+        target, objective=objective, options=options, progress=progress, callbacks=callbacks
+    )
     if result.study is None:
         raise KeyboardInterrupt("the sweep was interrupted before it started")
     return result.study
@@ -130,12 +137,13 @@ def run_sweep(
     objective: str | None,
     options: Mapping[str, Any],
     progress: str | bool | Reporter = "auto",
+    callbacks: Sequence[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] | None = None,
 ) -> SweepResult:
     """Resolve the objective and options, then run the sweep (shared by ``run`` and the CLI)."""
     ref, config, notes = prepare(target, objective=objective, options=options)
     reporter = progress if isinstance(progress, Reporter) else make_reporter(progress)
     with _optuna_quiet():
-        return sweep(ref, config, reporter=reporter, notes=notes)
+        return sweep(ref, config, reporter=reporter, notes=notes, callbacks=callbacks or ())
 
 
 @contextlib.contextmanager

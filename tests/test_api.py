@@ -94,9 +94,11 @@ print("RETURNED", len(study.trials), states)
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=60)
     assert process.returncode == 0, err
-    assert "RETURNED" in out and "['COMPLETE']" in out, out + err
+    assert "RETURNED" in out, out + err
     assert "Interrupted" in err
-    assert states(project.study("stopped")).keys() == {"COMPLETE"}
+    # Nothing left running or failed; the trial asked ahead waits in the queue.
+    counts = states(project.study("stopped"))
+    assert counts.keys() <= {"COMPLETE", "WAITING"} and counts.get("WAITING", 0) <= 1
 
 
 def test_interrupting_a_jupyter_kernel(project: Project) -> None:
@@ -130,7 +132,8 @@ def test_interrupting_a_jupyter_kernel(project: Project) -> None:
         manager.shutdown_kernel(now=True)
     study = project.study("kernel")
     assert 4 <= len(study.trials) < 100
-    assert states(study).keys() == {"COMPLETE"}
+    counts = states(study)  # nothing left running or failed; one asked ahead may wait
+    assert counts.keys() <= {"COMPLETE", "WAITING"} and counts.get("WAITING", 0) <= 1
 
 
 def test_every_cli_option_is_a_keyword_argument() -> None:

@@ -341,8 +341,10 @@ def test_most_suggestions_cost_no_round_trip(harness: Harness) -> None:
     trials = harness.study("ahead").trials
     assert len(trials) == 12
     asked = session.queue.asked_suggestions  # suggest_* calls that waited for an answer
-    # The first trials ask; once the study has seen the parameters, values come with the
-    # trial. Conditional `shift` may still be asked when a trial takes that branch first.
-    assert len(asked) <= 6, asked
+    # The first trials ask: the two in flight and the one asked ahead, all prepared before
+    # any parameter was seen. Once the study has seen them, values come with the trial;
+    # conditional `shift` may still be asked when a trial takes that branch first.
+    later = [(number, name) for number, name in asked if number >= 3]
+    assert all(name == "shift" for _, name in later) and len(later) <= 2, asked
     for trial in trials:  # and every parameter is still recorded as the objective saw it
         assert trial.value == objectives.quadratic(optuna.trial.FixedTrial(trial.params))

@@ -120,7 +120,8 @@ def test_timeout_stops_asking_and_running_trials_finish(project: Project) -> Non
     result = project.sweeper("run", "nap.py", "--timeout", "1", "-p", "1")
     assert result.returncode == 0, result.stderr
     counts = states(project.study("nap"))
-    assert counts == {"COMPLETE": counts["COMPLETE"]}  # none left running or failed
+    # None left running or failed; a trial asked ahead may wait in the queue for next time.
+    assert set(counts) <= {"COMPLETE", "WAITING"} and counts.get("WAITING", 0) <= 2
     assert 2 <= counts["COMPLETE"] <= 5
 
 

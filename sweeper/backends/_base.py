@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from sweeper._logging import get_logger
@@ -46,15 +47,11 @@ class Backend(abc.ABC):
     - :meth:`submit` is called only while :meth:`free_slots` is positive.
     - :meth:`close` is called on every exit path, may be called twice, and leaves no worker
       running.
-    - Everything is called from the orchestrator's thread.
+    - Everything is called from the orchestrator's thread, except :meth:`wake`, which any
+      thread may call.
 
     Subclasses fill in the ``_hooks``; the public methods here do the bookkeeping.
     """
-
-    prefetch = False
-    """Whether trials should carry values drawn ahead for the parameters they will likely ask
-    for. Worth it where a round trip to the orchestrator is slow (Modal), not for local
-    workers, where asking costs a fraction of a millisecond."""
 
     def __init__(self) -> None:
         self._running: dict[int, TrialSpec] = {}
@@ -123,6 +120,21 @@ class Backend(abc.ABC):
             self._closed = True
             self._close()
 
+    def wake(self) -> None:
+        """Make a :meth:`poll` in progress return now (from any thread): a trial is ready to
+        be submitted."""
+        self._wake()
+
+    def now(self) -> float:
+        """The clock trials run on, in seconds: ``time.monotonic()``, except on a simulated
+        backend, whose trials take simulated time."""
+        return time.monotonic()
+
+    def watch_sampler(self, busy: Callable[[], bool]) -> None:  # noqa: B027 - optional
+        """Learn how to see whether the orchestrator is in a sampler call. Real backends need
+        not know; a simulated one (the capacity benchmark) must not skip its simulated time
+        while the sampler works."""
+
     # -- hooks ---------------------------------------------------------------------------
 
     @abc.abstractmethod
@@ -149,3 +161,7 @@ class Backend(abc.ABC):
 
     def _wind_down(self) -> None:  # noqa: B027 - an optional hook
         """Release what idle workers hold; by default nothing."""
+
+    @abc.abstractmethod
+    def _wake(self) -> None:
+        """Make a :meth:`_poll` in progress return; called from any thread."""

@@ -98,6 +98,10 @@ class LocalBackend(Backend):
         self._load_failed = False
         self._winding_down = False
         self._selector = selectors.DefaultSelector()
+        self._wake_read, self._wake_write = os.pipe()
+        os.set_blocking(self._wake_read, False)
+        os.set_blocking(self._wake_write, False)
+        self._selector.register(self._wake_read, selectors.EVENT_READ, (None, "wake"))
         self._oom_kills = _oom_kill_count()
 
     @property
@@ -137,16 +141,14 @@ class LocalBackend(Backend):
         events: list[Event] = []
         if self._any_without_pidfd():
             timeout = 0.1 if timeout is None else min(timeout, 0.1)
-        if self._selector.get_map():
-            ready = self._selector.select(timeout)
-        else:
-            ready = []
-            if timeout:
-                time.sleep(timeout)
+        ready = self._selector.select(timeout)
         exited = False
         for key, _ in ready:
             slot, what = key.data
-            if what == "connection":
+            if what == "wake":
+                with contextlib.suppress(BlockingIOError):
+                    os.read(self._wake_read, 4096)
+            elif what == "connection":
                 self._receive_one(slot, events)  # more waiting: the selector says so again
             else:
                 exited = True
@@ -189,6 +191,13 @@ class LocalBackend(Backend):
                 slot.process.wait()
             self._release(slot)
         self._selector.close()
+        for fd in (self._wake_read, self._wake_write):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def _wake(self) -> None:
+        with contextlib.suppress(BlockingIOError, OSError):
+            os.write(self._wake_write, b"!")
 
     # -- workers ---------------------------------------------------------------------------
 

@@ -152,14 +152,16 @@ class _SessionFailed:
     error: BaseException
 
 
+class _Wake:
+    """Ends a poll: a trial is ready to be submitted."""
+
+
 class ModalBackend(Backend):
     """Runs trials as inputs of the sweep's ``run_trial`` Modal function.
 
     ``make_request(spec)`` turns a trial into the function's input. The bookkeeping of the
     :class:`Backend` contract holds: one result per submitted trial, whatever Modal does.
     """
-
-    prefetch = True
 
     def __init__(
         self,
@@ -233,6 +235,9 @@ class ModalBackend(Backend):
 
     def _wind_down(self) -> None:
         self._winding_down = True
+
+    def _wake(self) -> None:
+        self._events.put(_Wake())
 
     def _close(self) -> None:
         if self._loop is not None and self._stop is not None:

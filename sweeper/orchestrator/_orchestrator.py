@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import copy
 import math
 import signal
+import statistics
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -19,6 +22,7 @@ from sweeper._errors import ConfigError, ObjectiveError, SweeperError, UsageErro
 from sweeper._logging import get_logger
 from sweeper.backends._base import Backend, LoadFailed, Notice
 from sweeper.channel._messages import Call, Reply
+from sweeper.orchestrator._asker import Asked, Asker
 from sweeper.orchestrator._stats import FinishedTrial, SweepStats
 from sweeper.progress._base import Reporter
 from sweeper.study._recovery import (
@@ -71,6 +75,10 @@ _INDEPENDENT_SAMPLERS = frozenset(
 )
 _CALLS_GRACE = 30.0
 _INTERRUPTED = "interrupted: the sweep was stopped before this trial finished"
+_DURATIONS = 64
+"""How many recent trial durations the rate at which slots free is estimated from."""
+
+Callback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
 
 
 @dataclass
@@ -95,13 +103,17 @@ class Orchestrator:
     """Runs trials of one study on a backend until the budget is spent or it is stopped.
 
     - Exactly ``parallel`` trials are in flight while the budget lasts (the backend's free
-      slots); a trial is asked for only when a slot frees, never in batches.
+      slots). Trials are asked for ahead of demand on a thread of their own (see
+      :mod:`sweeper.orchestrator._asker`), so a slot that frees never waits for a sampler
+      call, and neither do reports, pruning decisions and tells.
     - Every asked trial is told exactly once: COMPLETE with its values, PRUNED, or FAIL with
       the reason (in the ``fail_reason`` system attribute, with the traceback).
     - Suggestions and pruning decisions are made here, by the study's sampler and pruner,
       against the live ``optuna.Trial``.
     - The first Ctrl-C stops asking and lets running trials finish; a second one (or SIGTERM)
       stops them at once. Either way every trial is recorded before ``run`` returns.
+    - ``callbacks`` are called after each trial is told, as ``study.optimize`` calls them;
+      ``study.stop()`` in one stops the sweep as the first Ctrl-C does.
 
     Not thread-safe: ``run`` is called once, from one thread.
     """
@@ -119,8 +131,14 @@ class Orchestrator:
         trial_timeout: float | None,
         tracker: Tracker | None = None,
         checkpoints: Path | None = None,
+        callbacks: Sequence[Callback] = (),
     ) -> None:
         self._backend = backend
+        self._callbacks = tuple(callbacks)
+        self._asker: Asker | None = None
+        self._submitted: dict[int, float] = {}
+        self._durations: collections.deque[float] = collections.deque(maxlen=_DURATIONS)
+        self._returned = 0
         self._checkpoints = checkpoints
         self._tracker = tracker or Tracker()
         self._roots: dict[int, int] = {}
@@ -167,6 +185,11 @@ class Orchestrator:
     def interrupted(self) -> bool:
         return self._interrupts > 0
 
+    @property
+    def returned(self) -> int:
+        """Trials asked ahead that never ran, put back in the study's queue (WAITING)."""
+        return self._returned
+
     def run(self) -> None:
         """Run the sweep; raise UsageError subclasses for bad input found on the way.
 
@@ -178,11 +201,21 @@ class Orchestrator:
             if not self._wait_for_workers():
                 return
             self._opened = self._open_study()
+            study = self._opened.study
             self._any_values = any(
-                t.state == TrialState.COMPLETE
-                for t in self._opened.study.get_trials(deepcopy=False)
+                t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)
             )
-            self._loop()
+            self._asker = Asker(study, self._prepare, self._backend.wake, limit=self._n_trials)
+            self._backend.watch_sampler(lambda: self._asker is not None and self._asker.busy)
+            # As inside study.optimize: callbacks may call study.stop().
+            study._stop_flag = False
+            study._thread_local.in_optimize_loop = True
+            try:
+                self._asker.start()
+                self._loop()
+            finally:
+                study._thread_local.in_optimize_loop = False
+                self._returned = self._asker.close(self._opened.storage)
             self._backend.wind_down()
 
     # -- the loop ------------------------------------------------------------------------
@@ -204,6 +237,7 @@ class Orchestrator:
 
     def _loop(self) -> None:
         assert self._opened is not None
+        assert self._asker is not None
         wound_down = False
         while True:
             self._apply_interrupts()
@@ -211,6 +245,7 @@ class Orchestrator:
                 self._fill()
             elif not wound_down:
                 wound_down = True
+                self._asker.stop()
                 self._backend.wind_down()
             if (
                 not self._backend.running
@@ -225,6 +260,7 @@ class Orchestrator:
             problem = self._tracker.take_problem()
             if problem is not None:
                 self._reporter.note(problem, "warning")
+            self._sampler_news()
             self._stats.running = len(self._backend.running)
             self._refresh()
         if self._abort is not None:
@@ -238,7 +274,20 @@ class Orchestrator:
             self._reporter.update(self._stats.snapshot())
 
     def _stopping(self) -> bool:
-        return self._interrupts > 0 or self._abort is not None or self._budget_spent()
+        return (
+            self._interrupts > 0
+            or self._abort is not None
+            or self._budget_spent()
+            or self._stopped_by_callback()
+        )
+
+    def _stopped_by_callback(self) -> bool:
+        assert self._opened is not None
+        if not self._opened.study._stop_flag:
+            return False
+        if self._stop_reason is None:
+            self._stop_reason = "stopped by study.stop() (in a callback or the objective)"
+        return True
 
     def _budget_spent(self) -> bool:
         if self._n_trials is not None and self._asked >= self._n_trials:
@@ -259,32 +308,66 @@ class Orchestrator:
         return timeout
 
     def _fill(self) -> None:
-        assert self._opened is not None
+        assert self._opened is not None and self._asker is not None
         study = self._opened.study
-        while self._backend.free_slots() > 0 and not self._budget_spent():
-            live = study.ask()
-            self._live[live.number] = live
-            self._asked += 1
-            spec = self._spec(live)
-            self._backend.submit(spec)
-            root = spec.root if spec.root is not None else live.number
-            self._roots[live.number] = root
-            self._tracker.emit(TrialStarted(study.study_name, root, live.number, time.time()))
-            if self._trial_timeout is not None:
-                self._deadlines[live.number] = time.monotonic() + self._trial_timeout
+        free = self._backend.free_slots()
+        while free > 0 and not self._budget_spent():
+            asked = self._asker.take()
+            if asked is None:
+                break  # the asker wakes the loop when one is ready
+            self._submit(study, asked)
+            free = self._backend.free_slots()
+        self._asker.want(free, self._rate(), self._parallel())
         self._stats.running = len(self._backend.running)
 
-    def _spec(self, live: optuna.Trial) -> TrialSpec:
+    def _submit(self, study: optuna.Study, asked: Asked) -> None:
+        live, spec = asked.live, asked.spec
+        self._live[live.number] = live
+        self._asked += 1
+        if spec.proposals:
+            self._proposals[live.number] = {n: v for n, (_, v) in spec.proposals.items()}
+        self._backend.submit(spec)
+        self._submitted[live.number] = self._backend.now()
+        root = spec.root if spec.root is not None else live.number
+        self._roots[live.number] = root
+        self._tracker.emit(TrialStarted(study.study_name, root, live.number, time.time()))
+        if self._trial_timeout is not None:
+            self._deadlines[live.number] = time.monotonic() + self._trial_timeout
+
+    def _parallel(self) -> int:
+        return len(self._backend.running) + self._backend.free_slots()
+
+    def _rate(self) -> float | None:
+        """Trials a second the workers finish (so need), from how long recent trials ran:
+        not from how many finished lately, which falls when they wait for the sampler."""
+        if not self._durations:
+            return None
+        typical = statistics.fmean(self._durations)
+        return self._parallel() / max(typical, 1e-3)
+
+    def _prepare(self, live: optuna.Trial) -> TrialSpec:
+        """The spec of a trial just asked for (on the asker's thread: it samples)."""
         spec = build_spec(live, log_path=str(self._log_path(live.number)))
-        if self._backend.prefetch:
-            proposals = self._propose(live, spec)
-            if proposals:
-                spec = replace(spec, proposals=proposals)
-                self._proposals[live.number] = {n: v for n, (_, v) in proposals.items()}
+        proposals = self._propose(live, spec)
+        if proposals:
+            spec = replace(spec, proposals=proposals)
         if self._checkpoints is not None:
             root = spec.root if spec.root is not None else spec.number
             spec = replace(spec, checkpoint_dir=str(self._checkpoints / f"trial-{root}"))
         return spec
+
+    def _sampler_news(self) -> None:
+        """Tell the sampler how fast trials are needed, and pass on what it has to say."""
+        assert self._opened is not None
+        sampler = self._opened.study.sampler
+        observe = getattr(sampler, "observe_demand", None)
+        rate = self._rate()
+        if observe is not None and rate is not None:
+            observe(rate)
+        take_notes = getattr(sampler, "take_notes", None)
+        if take_notes is not None:
+            for text in take_notes():
+                self._reporter.note(text)
 
     def _propose(self, live: optuna.Trial, spec: TrialSpec) -> dict[str, tuple[Any, Any]]:
         """Values for the parameters recent trials asked for, sampled now by the study's
@@ -296,7 +379,7 @@ class Orchestrator:
             return {}
         frozen = live._cached_frozen_trial
         proposals = {}
-        for name, distribution in self._recent_space.items():
+        for name, distribution in self._recent_space.items():  # replaced, never changed
             if name in spec.fixed_params or name in spec.relative_search_space:
                 continue
             if distribution.single():
@@ -309,15 +392,25 @@ class Orchestrator:
             proposals[name] = (distribution, value)
         return proposals
 
-    def _remember_space(self, live: optuna.Trial) -> None:
-        """Keep the parameters of the last ``_RECENT_TRIALS`` finished trials."""
-        number = live.number
-        for name, distribution in live._cached_frozen_trial.distributions.items():
-            self._recent_space[name] = distribution
-            self._last_asked[name] = number
+    def _remember_param(self, number: int, name: str, distribution: Any) -> None:
+        """Note a parameter a trial asked for, so later trials get a value drawn ahead.
+
+        The asker's thread reads ``_recent_space``: it is replaced by a new dict, never
+        changed in place."""
+        self._last_asked[name] = number
+        if self._recent_space.get(name) != distribution:
+            self._recent_space = {**self._recent_space, name: distribution}
+
+    def _forget_params(self, number: int) -> None:
+        """Drop parameters no trial asked for in the last ``_RECENT_TRIALS`` trials."""
         horizon = number - _RECENT_TRIALS
-        for name in [n for n, last in self._last_asked.items() if last < horizon]:
-            del self._recent_space[name], self._last_asked[name]
+        stale = [name for name, last in self._last_asked.items() if last < horizon]
+        if stale:
+            for name in stale:
+                del self._last_asked[name]
+            self._recent_space = {
+                n: d for n, d in self._recent_space.items() if n in self._last_asked
+            }
 
     def _log_path(self, number: int) -> Path:
         return self._log_dir / f"trial-{number}.log"
@@ -392,7 +485,9 @@ class Orchestrator:
                 logger.warning("trial %d: %s failed: %s", call.number, call.method, reply.error)
             return
         if call.method.startswith("suggest_"):
-            self._tracker.emit(ParamsSet(study, root, {call.args[0]: reply.value}))
+            name = call.args[0]
+            self._remember_param(call.number, name, live._cached_frozen_trial.distributions[name])
+            self._tracker.emit(ParamsSet(study, root, {name: reply.value}))
         elif call.method == "report":
             self._tracker.emit(Reported(study, root, int(call.args[1]), float(call.args[0])))
 
@@ -423,8 +518,10 @@ class Orchestrator:
         for table in (self._attempts, self._applied, self._starts, self._proposals):
             table.pop(result.number, None)
         live = self._live.pop(result.number)
-        if self._backend.prefetch:
-            self._remember_space(live)
+        self._forget_params(result.number)
+        submitted = self._submitted.pop(result.number, None)
+        if submitted is not None:
+            self._durations.append(self._backend.now() - submitted)
         self._deadlines.pop(result.number, None)
         state, values = result.state, result.values
         reason, trace = result.reason, result.traceback
@@ -456,6 +553,17 @@ class Orchestrator:
                 "Trial %d failed with parameters %s: %s", result.number, finished.params, reason
             )
         self._reporter.trial_finished(finished, self._stats.snapshot(), new_best)
+        self._call_back(live)
+
+    def _call_back(self, live: optuna.Trial) -> None:
+        """Call the callbacks with the trial as it is now stored, as study.optimize does."""
+        if not self._callbacks:
+            return
+        assert self._opened is not None
+        study = self._opened.study
+        frozen = study._storage.get_trial(live._trial_id)
+        for callback in self._callbacks:
+            callback(study, copy.deepcopy(frozen))
 
     def _check_values(self, values: tuple[float, ...]) -> str | None:
         """Why ``values`` cannot be told to the study, or None. The first trial to return

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from sweeper._errors import StorageError, UsageError
 from sweeper._logging import get_logger
 from sweeper.backends._base import Backend
 from sweeper.objective._ref import ObjectiveRef
-from sweeper.orchestrator._orchestrator import OpenStudy, Orchestrator
+from sweeper.orchestrator._orchestrator import Callback, OpenStudy, Orchestrator
 from sweeper.orchestrator._stats import SweepStats
 from sweeper.progress._base import BestTrial, Reporter, SweepInfo, SweepSummary
 from sweeper.study._components import make_pruner, make_sampler
@@ -54,11 +55,13 @@ def sweep(
     workdir: str | os.PathLike[str] | None = None,
     notes: tuple[str, ...] = (),
     backend: Backend | None = None,
+    callbacks: Sequence[Callback] = (),
 ) -> SweepResult:
     """Run one sweep. Bad input raises a UsageError before the study is touched.
 
     ``backend`` replaces the one the options would build (tests use it to run the Modal
-    backend over a stand-in for Modal).
+    backend over a stand-in for Modal). ``callbacks`` are called after each trial is told,
+    as ``study.optimize(callbacks=...)`` calls them.
     """
     opened_storage = open_storage(config.storage, workdir)
     storage = opened_storage.storage
@@ -150,6 +153,7 @@ def sweep(
         trial_timeout=config.trial_timeout,
         tracker=tracker,
         checkpoints=_checkpoints(config, workdir),
+        callbacks=callbacks,
     )
     try:
         study = _run(orchestrator, backend, storage, record, config.study, tracker, reporter)
@@ -293,6 +297,11 @@ def _recovery_notes(recovery: Recovery) -> list[str]:
             f"{_numbers(recovery.failed)} left RUNNING by a sweep that stopped without "
             "finishing (killed?): marked FAIL."
         )
+    if recovery.returned:
+        notes.append(
+            f"{_numbers(recovery.returned)} asked by a sweep that stopped without finishing, "
+            "but never started: back in the queue."
+        )
     if recovery.requeued:
         notes.append(
             f"The parameters of interrupted {_numbers(recovery.requeued)} will run again first."
@@ -338,4 +347,5 @@ def _summary(
         best=best,
         stop_reason=orchestrator.stop_reason,
         log_dir=str(log_dir),
+        returned=orchestrator.returned,
     )

@@ -49,6 +49,8 @@ class SweepSummary:
     stop_reason: str | None = None
     log_dir: str | None = None
     aim_repo: str | None = None
+    returned: int = 0
+    """Trials asked ahead that never started, back in the study's queue (WAITING)."""
 
 
 class Reporter:
@@ -168,6 +170,13 @@ def summary_lines(summary: SweepSummary) -> list[str]:
     ]
     if summary.stop_reason:
         lines.append(f"Stopped early: {summary.stop_reason}.")
+    if summary.returned:
+        n = summary.returned
+        lines.append(
+            f"{n} trial{'s' if n != 1 else ''} asked ahead did not start; "
+            f"{'they wait' if n != 1 else 'it waits'} in the study's queue and "
+            f"run{'s' if n == 1 else ''} first next time."
+        )
     if len(summary.directions) == 1:
         if summary.best:
             best = summary.best[0]

@@ -7,6 +7,12 @@ sweep that is still alive, or that sweeper cannot check because it runs on anoth
 started before the trial did. Such trials are marked FAIL with the reason, and their
 parameters are enqueued again; so are trials a sweep recorded as interrupted (a second
 Ctrl-C) that were not run again yet.
+
+A trial that was asked but never started (asked ahead of demand, nothing recorded yet) is
+not a failure: it goes back to the study's queue (WAITING) and keeps its number. A sweep
+that stops puts the trials it asked ahead back the same way; either way they are marked
+``sweeper:returned``, and the parameters of interrupted trials are given to those first,
+so that interrupted trials still run again before anything new.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ from optuna.trial import TrialState
 SWEEP_KEY = "sweeper:sweep:"
 INTERRUPTED_KEY = "sweeper:interrupted"
 RETRY_OF_KEY = "sweeper:retry_of"
+RETURNED_KEY = "sweeper:returned"
+"""On a WAITING trial: it was asked ahead and put back unused; it may carry a rerun."""
 FAIL_REASON_KEY = "fail_reason"  # the key Optuna's tools (optuna-dashboard) show
 LOG_KEY = "sweeper:log"
 
@@ -104,6 +112,8 @@ class Recovery:
 
     failed: list[int] = field(default_factory=list)
     """Trials left RUNNING by a dead sweep, now marked FAIL."""
+    returned: list[int] = field(default_factory=list)
+    """Trials a dead sweep asked but never started, back in the queue (WAITING)."""
     requeued: list[int] = field(default_factory=list)
     """Trials whose parameters were enqueued again."""
     left_running: list[int] = field(default_factory=list)
@@ -128,6 +138,10 @@ def recover(study: optuna.Study, storage: optuna.storages.BaseStorage, study_id:
                 result.left_running.append(trial.number)
                 continue
             trial_id = trial._trial_id
+            if not (trial.params or trial.intermediate_values or trial.user_attrs):
+                return_to_queue(storage, trial_id)
+                result.returned.append(trial.number)
+                continue
             storage.set_trial_system_attr(
                 trial_id,
                 FAIL_REASON_KEY,
@@ -143,18 +157,37 @@ def recover(study: optuna.Study, storage: optuna.storages.BaseStorage, study_id:
         root = trial.system_attrs.get(RETRY_OF_KEY)
         if root is not None:
             latest_retry[root] = max(latest_retry.get(root, -1), trial.number)
+    # Trials put back unused, free to carry a rerun: they come first in the queue.
+    carriers = [
+        t
+        for t in trials
+        if t.state == TrialState.WAITING
+        and t.system_attrs.get(RETURNED_KEY)
+        and "fixed_params" not in t.system_attrs  # not enqueued by the user, nor a rerun
+    ]
     for trial in trials:
         if trial.state != TrialState.FAIL or not trial.system_attrs.get(INTERRUPTED_KEY):
             continue
         root = trial.system_attrs.get(RETRY_OF_KEY, trial.number)
         if latest_retry.get(root, -1) > trial.number:
             continue
-        study.add_trial(
-            optuna.trial.create_trial(
-                state=TrialState.WAITING,
-                system_attrs={"fixed_params": dict(trial.params), RETRY_OF_KEY: root},
+        if carriers:
+            carrier = carriers.pop(0)._trial_id
+            storage.set_trial_system_attr(carrier, "fixed_params", dict(trial.params))
+            storage.set_trial_system_attr(carrier, RETRY_OF_KEY, root)
+        else:
+            study.add_trial(
+                optuna.trial.create_trial(
+                    state=TrialState.WAITING,
+                    system_attrs={"fixed_params": dict(trial.params), RETRY_OF_KEY: root},
+                )
             )
-        )
         latest_retry[root] = float("inf")
         result.requeued.append(trial.number)
     return result
+
+
+def return_to_queue(storage: optuna.storages.BaseStorage, trial_id: int) -> None:
+    """Put a RUNNING trial that never started back in the study's queue (WAITING)."""
+    storage.set_trial_system_attr(trial_id, RETURNED_KEY, True)
+    storage.set_trial_state_values(trial_id, TrialState.WAITING)
