@@ -311,3 +311,33 @@ def test_run_on_a_journal_damaged_in_the_middle_is_one_line_and_exit_2(project: 
         assert "Restore it from a backup" in line
         assert project.journal.read_bytes() == damaged
     assert _side_files(project.journal.parent) == []
+
+
+def test_only_a_trials_end_and_study_changes_wait_for_the_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage = open_storage(str(tmp_path / "j.journal")).storage
+    study = optuna.create_study(storage=storage, sampler=optuna.samplers.RandomSampler(seed=0))
+    synced: list[bytes] = []
+    import os
+
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append((tmp_path / "j.journal").read_bytes().splitlines()[-1])
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    trial = study.ask()
+    trial.suggest_float("x", 0, 1)
+    trial.report(0.5, 0)
+    trial.set_user_attr("note", "a")
+    assert synced == []  # a running trial's records: written, not yet waited for
+    study.tell(trial, 1.0)
+    assert len(synced) == 1 and b'"state":1' in synced[0]  # its end, and everything before
+    study.set_user_attr("owner", "me")
+    assert len(synced) == 2
+    # Whatever was written is there for every reader, waited for or not.
+    plain = JournalStorage(JournalFileBackend(str(tmp_path / "j.journal")))
+    again = optuna.load_study(study_name=study.study_name, storage=plain)
+    assert again.trials[0].params.keys() == {"x"} and again.trials[0].user_attrs == {"note": "a"}

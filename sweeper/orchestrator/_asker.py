@@ -8,8 +8,9 @@ decides jointly, and values drawn ahead for parameters the objective will probab
 for), run here, on the asker's thread, into a small pool of trials ready to run. A worker
 that frees takes the next one at once.
 
-The pool is kept just deep enough: as many trials as slots will free while one more ask is
-made (the rate at which trials finish times the time an ask takes), plus one. Trials in the
+The pool is kept just deep enough: from when each running trial is expected to end and how
+long an ask takes, as many as will be needed before the asker could make them one by one;
+at least one. Trials in the
 pool are RUNNING in the study, so the sampler sees them as it sees the trials in flight (GP
 conditions on them; its jointly sampled parameters are shared through the trial's system
 attributes). A trial left in the pool when the sweep stops goes back to the study's queue
@@ -22,7 +23,7 @@ import collections
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import optuna
@@ -97,12 +98,20 @@ class Asker:
                 raise error
             return None
 
-    def want(self, free: int, rate: float | None, parallel: int) -> None:
-        """Keep enough trials ready for ``free`` slots now, and for the slots that free up
-        (``rate`` trials a second) while one more ask is made: at least one."""
+    def want(self, free: int, ends: Sequence[float], now: float) -> None:
+        """Keep trials ready for the ``free`` slots, and for the running trials expected to
+        end at ``ends`` (times on the clock that ``now`` reads), as soon as each ends.
+
+        The asker makes one trial every ``ask_seconds``; the j-th trial to end needs one
+        ready by its end, so ``j - (end_j - now) / ask_seconds`` of them must be asked
+        ahead of time. Trials that end together (equal lengths) make this deep just before
+        they end, and only then; at least one is always ready.
+        """
         ahead = 1
-        if rate is not None and self._seconds is not None:
-            ahead = max(1, min(parallel, math.ceil(rate * self._seconds)))
+        if self._seconds is not None and ends:
+            step = max(self._seconds, 1e-6)
+            for j, end in enumerate(sorted(ends), 1):
+                ahead = max(ahead, j - math.floor(max(0.0, end - now) / step))
         wanted = free + ahead
         with self._condition:
             if wanted != self._wanted:

@@ -317,7 +317,7 @@ class Orchestrator:
                 break  # the asker wakes the loop when one is ready
             self._submit(study, asked)
             free = self._backend.free_slots()
-        self._asker.want(free, self._rate(), self._parallel())
+        self._asker.want(free, self._expected_ends(), self._backend.now())
         self._stats.running = len(self._backend.running)
 
     def _submit(self, study: optuna.Study, asked: Asked) -> None:
@@ -336,6 +336,13 @@ class Orchestrator:
 
     def _parallel(self) -> int:
         return len(self._backend.running) + self._backend.free_slots()
+
+    def _expected_ends(self) -> list[float]:
+        """When the running trials should end, from how long recent trials ran."""
+        if not self._durations:
+            return []
+        typical = statistics.fmean(self._durations)
+        return [started + typical for started in self._submitted.values()]
 
     def _rate(self) -> float | None:
         """Trials a second the workers finish (so need), from how long recent trials ran:
