@@ -25,6 +25,7 @@ import optuna
 import pytest
 from conftest import states
 from fake_modal import FakeModal, InputView, Rpc, Running
+from grpclib import Status
 from modal_proto import api_pb2
 from optuna.storages.journal._storage import JournalOperation
 from optuna.trial import TrialState
@@ -39,8 +40,9 @@ from sweeper.progress import Reporter
 TESTS = Path(__file__).parent
 
 IDLE_RPCS_PER_SECOND = 0.5
-"""What the orchestrator may send while its trials run and call nothing (long polls and
-Modal's own heartbeats only)."""
+"""What the orchestrator may send while its trials run and call nothing: renewals of its long
+polls (30 s and 55 s) and Modal's app heartbeat (15 s). Polling the channel every 0.5 s, it
+sent 4 a second."""
 
 
 @pytest.fixture
@@ -158,7 +160,7 @@ def test_idle_polling_is_long_polling(
         "import time\n\n"
         "def objective(trial):\n"
         "    x = trial.suggest_float('x', 0, 1)\n"
-        "    time.sleep(6)\n"
+        "    time.sleep(8)\n"
         "    return x\n"
     )
     sweeps.run(str(objective), n_trials=1, parallel=1, study="idle")
@@ -169,7 +171,7 @@ def test_idle_polling_is_long_polling(
     (result,) = [r for r in rpcs if r.name == "FunctionPutOutputs"]
     quiet = [r for r in rpcs if answer.at < r.at < result.at and not r.from_container]
     seconds = result.at - answer.at
-    assert seconds > 4
+    assert seconds > 7  # so Modal's own periodic requests (15 s apart and more) stay under
     assert len(quiet) / seconds <= IDLE_RPCS_PER_SECOND, fake_modal.summary(quiet)
     assert_clean(modal_server)
 
@@ -274,6 +276,35 @@ def test_an_input_past_modal_timeout_fails_with_function_timeout_error(
     reason = trials[0].system_attrs["fail_reason"]
     assert "FunctionTimeoutError" in reason and "hit its timeout of 2s" in reason
     assert [t.state for t in trials[1:]] == [TrialState.COMPLETE] * 3
+    assert_clean(modal_server)
+
+
+def test_an_input_that_raises_in_its_container_fails_its_trial(
+    modal_server: FakeModal, sweeps: Sweep
+) -> None:
+    # The queue refuses trial 1's first call: sweeper's run_trial_remote raises in the
+    # container, and Modal returns the exception (pickled, with its traceback) as the output.
+    def refuse(rpc: Rpc, run: Running | None) -> bool:
+        return run is not None and trial(1)(run.input) and calls_in(rpc) == ["started"]
+
+    modal_server.faults.add("error", on=refuse, status=Status.NOT_FOUND, message="no such queue")
+    sweeps.run(objectives.quadratic, n_trials=3, parallel=1, study="raises")
+    trials = sweeps.study("raises").trials
+    assert trials[1].state == TrialState.FAIL
+    reason = trials[1].system_attrs["fail_reason"]
+    assert "ChannelClosed: cannot reach the orchestrator: no such queue" in reason
+    assert [t.state for t in trials if t.number != 1] == [TrialState.COMPLETE] * 2
+    (failed,) = [
+        item
+        for rpc in modal_server.rpcs
+        if rpc.name == "FunctionPutOutputs"
+        for item in rpc.request.outputs
+        if item.result.status == api_pb2.GenericResult.GENERIC_STATUS_FAILURE
+    ]
+    assert (
+        "ChannelClosed" in failed.result.exception
+        and "run_trial_remote" in failed.result.traceback
+    )
     assert_clean(modal_server)
 
 
@@ -426,6 +457,24 @@ def test_map_returns_outputs_and_remote_exceptions_with_their_tracebacks(
     fs = Path(where["cwd"])
     assert fs.name == "root" and Path(where["module"]).is_relative_to(fs)
     assert where["path0"] == where["cwd"]
+    assert_clean(modal_server)
+
+
+def test_a_container_that_cannot_import_its_function_fails_its_inputs(
+    modal_server: FakeModal,
+) -> None:
+    from fake_modal import examples
+
+    app = modal.App("broken")
+    # Modal mounts the function's own package unless told not to: here nothing has
+    # fake_modal, and the container cannot import the function.
+    square = app.function(image=modal.Image.debian_slim(), name="square", include_source=False)(
+        examples.square
+    )
+    with app.run(), pytest.raises(ModuleNotFoundError, match="fake_modal"):
+        square.remote(3)
+    (task_result,) = modal_server.requests("TaskResult")
+    assert "ModuleNotFoundError" in task_result.result.exception
     assert_clean(modal_server)
 
 

@@ -47,7 +47,6 @@ class Container:
         self.heartbeats = 0
         self.inputs_taken = 0
         self.dead = False
-        self.stopping = False
         self.killed_for: str | None = None
         self.task_result: api_pb2.GenericResult | None = None
         self.stale_outputs: list[api_pb2.FunctionPutOutputsItem] = []

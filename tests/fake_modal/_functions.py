@@ -444,10 +444,10 @@ class Functions(Component):
             ]
 
         app = self.service.apps.get(call.function.app_id)
-        found = await self._outputs_changed.wait_until(
+        await self._outputs_changed.wait_until(
             lambda: available() or app.stopped, max(0.0, request.timeout)
         )
-        found = available() if found is True else (found or [])
+        found = available()
         if request.max_values > 0:
             found = found[: request.max_values]
         if request.clear_on_success:
@@ -507,9 +507,10 @@ class Functions(Component):
         app = self.service.apps.get(function.app_id)
         if app.stopped or function.definition is None:
             return
-        live = [c for c in function.containers if not c.dead and not c.stopping]
+        live = [c for c in function.containers if not c.dead]
         busy = sum(1 for c in live if c.running is not None)
-        wanted = min(self.server.max_containers, busy + len(function.pending))
+        limit = function.definition.concurrency_limit or self.server.max_containers
+        wanted = min(limit, self.server.max_containers, busy + len(function.pending))
         from fake_modal._containers import Container
 
         for _ in range(wanted - len(live)):
@@ -550,18 +551,12 @@ class Functions(Component):
         container.waiting = True
         try:
             await self._inputs_changed.wait_until(
-                lambda: function.pending or container.dead or container.stopping, GET_INPUTS_WAIT
+                lambda: function.pending or container.dead, GET_INPUTS_WAIT
             )
         finally:
             container.waiting = False
-        if container.dead:
-            return api_pb2.FunctionGetInputsResponse()
-        if container.stopping or not function.pending:
-            if container.stopping:
-                return api_pb2.FunctionGetInputsResponse(
-                    inputs=[api_pb2.FunctionGetInputsItem(kill_switch=True)]
-                )
-            return api_pb2.FunctionGetInputsResponse()
+        if container.dead or not function.pending:
+            return api_pb2.FunctionGetInputsResponse()  # it asks again
         item = function.pending.popleft()
         self._start_input(container, item)
         return api_pb2.FunctionGetInputsResponse(
