@@ -1,38 +1,52 @@
-"""Ask the study for trials ahead of demand, on a thread of its own.
+"""Ask the study for trials ahead of demand, off the orchestrator's loop.
 
 A sampler call can take a long time (a Gaussian-process fit: tenths of a second, more as the
-study grows). If the orchestrator's loop made that call when a worker freed, the worker would
-wait for it, and so would every report, pruning decision and tell queued behind it. So
-``study.ask()``, and the sampling that can be done up front (the parameters the sampler
-decides jointly, and values drawn ahead for parameters the objective will probably ask
-for), run here, on the asker's thread, into a small pool of trials ready to run. A worker
-that frees takes the next one at once.
+study grows; TPE: milliseconds that grow with the study). If the orchestrator's loop made
+that call when a worker freed, the worker would wait for it, and so would every report,
+pruning decision and tell queued behind it. So ``study.ask()``, and the sampling that can be
+done up front (:mod:`sweeper.orchestrator._spec`), run in *producers* into a small pool of
+trials ready to run; a worker that frees takes the next one at once.
+
+Producers are a thread of this process, or sampler processes (:mod:`._sampler_process`) that
+open the same storage with a copy of the study's sampler: they sample on cores of their own,
+which a thread cannot (Python runs one thread at a time), so a sweep of many workers gets as
+many trials a second as the machine's cores can sample.
 
 The pool is kept just deep enough: from when each running trial is expected to end and how
-long an ask takes, as many as will be needed before the asker could make them one by one;
-at least one. Trials in the
-pool are RUNNING in the study, so the sampler sees them as it sees the trials in flight (GP
-conditions on them; its jointly sampled parameters are shared through the trial's system
-attributes). A trial left in the pool when the sweep stops goes back to the study's queue
-(WAITING), so the next ``study.ask()`` (this sweep's or a later one's) runs it.
+fast the producers make trials, as many as will be needed before they could be made one by
+one; at least one. Trials in the pool are RUNNING in the study, so the sampler sees them as it
+sees the trials in flight (GP and TPE condition on them through the parameters they share in
+the trial's system attributes). A trial left in the pool when the sweep stops goes back to the
+study's queue (WAITING), so the next ``study.ask()`` (this sweep's or a later one's) runs it.
 """
 
 from __future__ import annotations
 
+import abc
 import collections
+import contextlib
 import math
 import threading
 import time
+import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from multiprocessing.connection import Connection
+from subprocess import Popen
+from typing import Any
 
 import optuna
+from optuna.distributions import BaseDistribution
 
 from sweeper._logging import get_logger
+from sweeper.orchestrator._spec import SpecPlan, prepare_for
 from sweeper.study._recovery import return_to_queue
 from sweeper.trial._messages import TrialSpec
 
 logger = get_logger(__name__)
+
+_STOP_SECONDS = 30.0
+"""How long closing waits for a sampler process to finish the ask it is making."""
 
 
 @dataclass(frozen=True)
@@ -45,83 +59,119 @@ class Asked:
     """How long asking and sampling it took."""
 
 
+class SamplingFailed(Exception):
+    """A producer could not ask for a trial; ``error`` is what the sampler raised."""
+
+    def __init__(self, error: BaseException, trace: str | None = None) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.trace = trace
+
+
 class Asker:
-    """Keeps a pool of asked trials; ``take`` never waits for a sampler call.
+    """Keeps a pool of asked trials; :meth:`take` never waits for a sampler call.
 
-    ``prepare(live)`` turns an asked trial into its spec (it samples, so it runs on the
-    asker's thread too). ``wake`` is called, from the asker's thread, whenever a
-    trial is ready, so a loop blocked waiting for worker events can take it.
+    ``wake`` is called, from a producer's thread, whenever a trial is ready, so that a loop
+    blocked waiting for worker events can take it.
 
-    Thread-safety: ``take``, ``want``, ``stop`` and ``close`` are called from the
-    orchestrator's thread; everything else runs on the asker's. Optuna's storages and
-    samplers support asking on one thread while another tells (``optimize(n_jobs=...)``
-    does the same).
+    Thread-safety: :meth:`take`, :meth:`want`, :meth:`update_space`, :meth:`stop` and
+    :meth:`close` are called from the orchestrator's thread; producers deliver from theirs.
+    Optuna's storages and samplers support asking on one thread while another tells
+    (``optimize(n_jobs=...)`` does the same), and other processes asking on the same storage
+    (distributed optimization).
     """
 
     def __init__(
         self,
-        study: optuna.Study,
-        prepare: Callable[[optuna.Trial], TrialSpec],
+        producers: Sequence[Producer],
         wake: Callable[[], None],
         *,
         limit: int | None = None,
     ) -> None:
-        self._study = study
-        self._prepare = prepare
+        self._producers = list(producers)
         self._wake = wake
         self._limit = limit
         self._pool: collections.deque[Asked] = collections.deque()
-        self._condition = threading.Condition()
+        self._lock = threading.Lock()
         self._wanted = 1
         self._asked = 0
-        self._busy = False
+        self._pending = 0
         self._stopped = False
-        self._error: BaseException | None = None
+        self._error: SamplingFailed | None = None
         self._seconds: float | None = None
-        self._thread = threading.Thread(target=self._run, name="sweeper-asker", daemon=True)
+        for producer in self._producers:
+            producer.attach(self)
 
     # -- the orchestrator's side ---------------------------------------------------------
 
     def start(self) -> None:
-        self._thread.start()
+        for producer in self._producers:
+            producer.start()
+        with self._lock:
+            self._refill()
 
     def take(self) -> Asked | None:
-        """The next ready trial, or None if none is ready yet. Raises what the sampler
-        raised, if asking failed."""
-        with self._condition:
+        """The next ready trial, or None if none is ready yet. Raises
+        :class:`SamplingFailed` if asking failed."""
+        with self._lock:
             if self._pool:
                 asked = self._pool.popleft()
-                self._condition.notify()
+                self._refill()
                 return asked
             if self._error is not None:
                 error, self._error = self._error, None
                 raise error
             return None
 
-    def want(self, free: int, ends: Sequence[float], now: float) -> None:
+    def want(self, free: int, ends: Sequence[float], now: float) -> float | None:
         """Keep trials ready for the ``free`` slots, and for the running trials expected to
         end at ``ends`` (times on the clock that ``now`` reads), as soon as each ends.
+        Returns when (on that clock) more should be ready, if that is later than now: call
+        again then.
 
-        The asker makes one trial every ``ask_seconds``; the j-th trial to end needs one
-        ready by its end, so ``j - (end_j - now) / ask_seconds`` of them must be asked
+        The producers make a trial every ``ask_seconds / producers``; the j-th trial to end
+        needs one ready by its end, so ``j - (end_j - now) / step`` of them must be asked
         ahead of time. Trials that end together (equal lengths) make this deep just before
         they end, and only then; at least one is always ready.
         """
-        ahead = 1
+        ahead, later = 1, None
         if self._seconds is not None and ends:
-            step = max(self._seconds, 1e-6)
-            for j, end in enumerate(sorted(ends), 1):
+            working = sum(p.separate and p.alive for p in self._producers) or 1
+            step = max(self._seconds / working, 1e-6)
+            ordered = sorted(ends)
+            for j, end in enumerate(ordered, 1):
                 ahead = max(ahead, j - math.floor(max(0.0, end - now) / step))
-        wanted = free + ahead
-        with self._condition:
-            if wanted != self._wanted:
-                self._wanted = wanted
-                self._condition.notify()
+            for j, end in enumerate(ordered, 1):
+                if j > ahead:  # the time this one will need asking ahead
+                    when = end - (j - ahead) * step
+                    if when > now:
+                        later = when if later is None else min(later, when)
+        with self._lock:
+            if free + ahead != self._wanted:
+                self._wanted = free + ahead
+                self._refill()
+        return later
+
+    def update_space(self, space: dict[str, BaseDistribution]) -> None:
+        """Parameters recent trials asked for (values for them are drawn ahead)."""
+        for producer in self._producers:
+            producer.update_space(space)
+
+    def observe_demand(self, trials_per_second: float) -> None:
+        for producer in self._producers:
+            producer.observe_demand(trials_per_second)
+
+    def take_notes(self) -> list[str]:
+        """What the sampler had to say (the ``auto`` sampler's choices), each said once."""
+        notes: list[str] = []
+        for producer in self._producers:
+            notes.extend(producer.take_notes())
+        return notes
 
     @property
     def busy(self) -> bool:
         """Whether a sampler call is in progress."""
-        return self._busy
+        return any(producer.busy for producer in self._producers)
 
     @property
     def ask_seconds(self) -> float | None:
@@ -129,17 +179,16 @@ class Asker:
         return self._seconds
 
     def stop(self) -> None:
-        """Ask for no more trials (an ask in progress still completes)."""
-        with self._condition:
+        """Ask for no more trials (asks in progress still complete)."""
+        with self._lock:
             self._stopped = True
-            self._condition.notify()
 
     def close(self, storage: optuna.storages.BaseStorage) -> int:
-        """Stop, wait for an ask in progress, and put the trials that were never taken back
-        in the study's queue (WAITING). Returns how many went back."""
+        """Stop, wait for asks in progress, and put the trials that were never taken back in
+        the study's queue (WAITING). Returns how many went back."""
         self.stop()
-        if self._thread.is_alive():
-            self._thread.join()
+        for producer in self._producers:
+            producer.close()
         returned = 0
         while self._pool:
             asked = self._pool.popleft()
@@ -152,39 +201,255 @@ class Asker:
                 )
         return returned
 
-    # -- the asker's thread --------------------------------------------------------------
+    # -- the producers' side -------------------------------------------------------------
+
+    def deliver(self, producer: Producer, asked: Asked) -> None:
+        with self._lock:
+            self._pool.append(asked)
+            self._asked += 1
+            self._pending -= 1
+            seconds = asked.seconds
+            self._seconds = (
+                seconds if self._seconds is None else 0.7 * self._seconds + 0.3 * seconds
+            )
+        self._wake()  # before the producer stops being busy: a watcher never sees it idle first
+        with self._lock:
+            producer.busy = False
+            self._refill()
+
+    def ready(self, producer: Producer) -> None:
+        """A producer that was starting can make trials now."""
+        with self._lock:
+            producer.alive = True
+            self._refill()
+
+    def fail(self, producer: Producer, error: SamplingFailed) -> None:
+        with self._lock:
+            self._error = error
+            if producer.busy:
+                self._pending -= 1
+        self._wake()
+        producer.busy = False
+
+    def _refill(self) -> None:
+        """Start asks on idle producers while the pool (with asks in progress) is short.
+        Called with the lock held."""
+        while not self._stopped and self._error is None:
+            if len(self._pool) + self._pending >= self._wanted:
+                return
+            if self._limit is not None and self._asked + self._pending >= self._limit:
+                return
+            idle = self._idle_producer()
+            if idle is None:
+                return
+            idle.busy = True
+            self._pending += 1
+            idle.request()
+
+    def _idle_producer(self) -> Producer | None:
+        """A sampler process that is free, or the thread, but only while no process is up:
+        the thread shares this process's one running thread with the orchestrator's loop."""
+        processes = [p for p in self._producers if p.separate and p.alive]
+        for producer in processes or [p for p in self._producers if p.alive]:
+            if not producer.busy:
+                return producer
+        return None
+
+
+class Producer(abc.ABC):
+    """Makes trials for an :class:`Asker`, one at a time, when asked to."""
+
+    busy = False
+    alive = True
+    separate = False
+    """Whether it samples in a process of its own."""
+
+    def attach(self, asker: Asker) -> None:
+        self.asker = asker
+
+    def start(self) -> None:  # noqa: B027 - optional
+        """Get ready to make trials."""
+
+    @abc.abstractmethod
+    def request(self) -> None:
+        """Make one trial; deliver it (or the failure) to the asker. Called with the asker's
+        lock held: must not block."""
+
+    @abc.abstractmethod
+    def update_space(self, space: dict[str, BaseDistribution]) -> None: ...
+
+    @abc.abstractmethod
+    def observe_demand(self, trials_per_second: float) -> None: ...
+
+    @abc.abstractmethod
+    def take_notes(self) -> list[str]: ...
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Stop; a trial being made is delivered first."""
+
+
+class ThreadProducer(Producer):
+    """Asks on a thread of this process, with the study's own sampler."""
+
+    def __init__(self, study: optuna.Study, plan: SpecPlan) -> None:
+        self._study = study
+        self._plan = plan
+        self._wanted = threading.Event()
+        self._closing = False
+        self._thread = threading.Thread(target=self._run, name="sweeper-asker", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def request(self) -> None:
+        self._wanted.set()
+
+    def update_space(self, space: dict[str, BaseDistribution]) -> None:
+        self._plan = replace(self._plan, recent_space=space)
+
+    def observe_demand(self, trials_per_second: float) -> None:
+        observe = getattr(self._study.sampler, "observe_demand", None)
+        if observe is not None:
+            observe(trials_per_second)
+
+    def take_notes(self) -> list[str]:
+        take = getattr(self._study.sampler, "take_notes", None)
+        return list(take()) if take is not None else []
+
+    def close(self) -> None:
+        self._closing = True
+        self._wanted.set()
+        if self._thread.is_alive():
+            self._thread.join()
 
     def _run(self) -> None:
         while True:
-            with self._condition:
-                while not self._stopped and not self._should_ask():
-                    self._condition.wait()
-                if self._stopped:
-                    return
-                self._busy = True
+            self._wanted.wait()
+            self._wanted.clear()
+            if self._closing and not self.busy:
+                return
             try:
                 started = time.perf_counter()
                 live = self._study.ask()
-                spec = self._prepare(live)
+                spec = prepare_for(live, self._plan)
                 seconds = time.perf_counter() - started
             except BaseException as error:  # handed to the orchestrator's thread by take()
-                with self._condition:
-                    self._error = error
-                    self._busy = False
-                self._wake()
+                self.alive = False
+                self.asker.fail(self, SamplingFailed(error, traceback.format_exc()))
                 return
-            with self._condition:
-                self._pool.append(Asked(live, spec, seconds))
-                self._asked += 1
-                self._seconds = (
-                    seconds if self._seconds is None else 0.7 * self._seconds + 0.3 * seconds
-                )
-            self._wake()  # before it stops being busy: a watcher never sees it idle first
-            self._busy = False
+            self.asker.deliver(self, Asked(live, spec, seconds))
+            if self._closing:
+                return
 
-    def _should_ask(self) -> bool:
-        if self._error is not None:
-            return False
-        if self._limit is not None and self._asked >= self._limit:
-            return False
-        return len(self._pool) < self._wanted
+
+class ProcessProducer(Producer):
+    """Asks in a sampler process of its own (:mod:`sweeper.orchestrator._sampler_process`),
+    on the same storage, with a copy of the study's sampler. Not :attr:`alive` until the
+    process has started and loaded the study.
+
+    The process sends back the asked trial's id, its spec and what it sampled jointly; the
+    trial is then an ordinary ``optuna.Trial`` here, whose jointly sampled parameters are
+    known, so the objective's suggestions are recorded here without sampling again.
+    """
+
+    separate = True
+
+    def __init__(
+        self,
+        study: optuna.Study,
+        process: Popen[bytes],
+        connection: Connection,
+        init: Any,
+        log: str,
+    ) -> None:
+        self.alive = False
+        self._study = study
+        self._log = log
+        self._process = process
+        self._connection = connection
+        self._init = init
+        self._send_lock = threading.Lock()
+        self._notes: list[str] = []
+        self._notes_lock = threading.Lock()
+        self._reader = threading.Thread(
+            target=self._read, name="sweeper-sampler-reader", daemon=True
+        )
+
+    def start(self) -> None:
+        self._send(self._init)
+        self._reader.start()
+
+    def request(self) -> None:
+        self._send(("ask",))
+
+    def update_space(self, space: dict[str, BaseDistribution]) -> None:
+        self._send(("space", space))
+
+    def observe_demand(self, trials_per_second: float) -> None:
+        self._send(("demand", trials_per_second))
+
+    def take_notes(self) -> list[str]:
+        with self._notes_lock:
+            notes, self._notes = self._notes, []
+        return notes
+
+    def close(self) -> None:
+        self._send(("stop",))
+        self._reader.join(_STOP_SECONDS)
+        if self._process.poll() is None:
+            with contextlib.suppress(Exception):
+                self._process.wait(5)
+        if self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
+        with contextlib.suppress(OSError):
+            self._connection.close()
+
+    def _send(self, message: Any) -> None:
+        with self._send_lock, contextlib.suppress(OSError, ValueError):  # the reader sees
+            self._connection.send(message)  # the process gone, and says so
+
+    def _read(self) -> None:
+        while True:
+            try:
+                message = self._connection.recv()
+            except (EOFError, OSError):  # it died (it says "stopped" when told to stop)
+                self.alive = False
+                if not self.busy:  # the others go on; what it was asking is lost with it
+                    logger.warning("a sampler process exited; see %s", self._log)
+                    return
+                with contextlib.suppress(Exception):
+                    self._process.wait(5)
+                died = RuntimeError(
+                    f"the sampler process exited (status {self._process.poll()}); see {self._log}"
+                )
+                self.asker.fail(self, SamplingFailed(died))
+                return
+            kind = message[0]
+            if kind == "asked":
+                _, trial_id, spec, relative, space, seconds, notes = message
+                if notes:
+                    with self._notes_lock:
+                        self._notes.extend(notes)
+                try:
+                    live = optuna.Trial(self._study, trial_id)
+                    live._relative_params = relative
+                    live.relative_search_space = space
+                except BaseException as error:
+                    self.asker.fail(self, SamplingFailed(error))
+                    continue
+                self.asker.deliver(self, Asked(live, spec, seconds))
+            elif kind == "failed" and not self.alive:  # it could not start: the rest go on
+                _, raised, trace = message
+                logger.warning("a sampler process could not start (%s); see %s", raised, self._log)
+                logger.debug("%s", trace)
+                return
+            elif kind == "failed":
+                _, raised, trace = message
+                self.asker.fail(self, SamplingFailed(raised, trace))
+            elif kind == "ready":
+                self.asker.ready(self)
+            elif kind == "stopped":
+                self.alive = False
+                return

@@ -6,12 +6,14 @@ import collections
 import contextlib
 import copy
 import math
+import os
 import signal
 import statistics
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,15 +24,18 @@ from sweeper._errors import ConfigError, ObjectiveError, SweeperError, UsageErro
 from sweeper._logging import get_logger
 from sweeper.backends._base import Backend, LoadFailed, Notice
 from sweeper.channel._messages import Call, Reply
-from sweeper.orchestrator._asker import Asked, Asker
+from sweeper.orchestrator._asker import (
+    Asked,
+    Asker,
+    ProcessProducer,
+    Producer,
+    SamplingFailed,
+    ThreadProducer,
+)
+from sweeper.orchestrator._spec import SpecPlan
 from sweeper.orchestrator._stats import FinishedTrial, SweepStats
 from sweeper.progress._base import Reporter
-from sweeper.study._recovery import (
-    FAIL_REASON_KEY,
-    INTERRUPTED_KEY,
-    LOG_KEY,
-    RETRY_OF_KEY,
-)
+from sweeper.study._recovery import FAIL_REASON_KEY, INTERRUPTED_KEY, LOG_KEY
 from sweeper.tracking._events import (
     Logged,
     ParamsSet,
@@ -40,7 +45,7 @@ from sweeper.tracking._events import (
     TrialStarted,
 )
 from sweeper.tracking._tracker import Tracker
-from sweeper.trial._messages import TrialResult, TrialSpec, picklable_error
+from sweeper.trial._messages import TrialResult, picklable_error
 from sweeper.trial._remote import STUDY_ATTRIBUTES
 
 logger = get_logger(__name__)
@@ -59,20 +64,6 @@ TRIAL_METHODS = frozenset(
 )
 _POLL_SECONDS = 0.2
 _RECENT_TRIALS = 20
-# Samplers whose sample_independent looks only at finished trials, not at the trial's other
-# parameters: a value for a parameter can be drawn before the objective asks for it.
-_INDEPENDENT_SAMPLERS = frozenset(
-    {
-        "AutoSampler",
-        "RandomSampler",
-        "TPESampler",
-        "CmaEsSampler",
-        "GPSampler",
-        "QMCSampler",
-        "NSGAIISampler",
-        "NSGAIIISampler",
-    }
-)
 _CALLS_GRACE = 30.0
 _INTERRUPTED = "interrupted: the sweep was stopped before this trial finished"
 _DURATIONS = 64
@@ -132,9 +123,19 @@ class Orchestrator:
         tracker: Tracker | None = None,
         checkpoints: Path | None = None,
         callbacks: Sequence[Callback] = (),
+        storage_location: str | None = None,
+        sampler_processes: int = 0,
     ) -> None:
         self._backend = backend
         self._callbacks = tuple(callbacks)
+        self._storage_location = storage_location
+        self._sampler_processes = sampler_processes if storage_location else 0
+        self._spawned: list[tuple[Any, Any]] = []
+        self._news_at = 0.0
+        self._last_note: str | None = None
+        self._demand_told: float | None = None
+        self._ask_again: float | None = None
+        self._polled_at = 0.0
         self._asker: Asker | None = None
         self._submitted: dict[int, float] = {}
         self._durations: collections.deque[float] = collections.deque(maxlen=_DURATIONS)
@@ -166,6 +167,7 @@ class Orchestrator:
         self._stop_reason: str | None = None
         self._seen_failures: set[str] = set()
         self._abort: _Abort | None = None
+        self._sampling_failed: SamplingFailed | None = None
         self._started = time.monotonic()
         self._refreshed = 0.0
 
@@ -198,14 +200,20 @@ class Orchestrator:
         """
         with self._signal_handlers():
             self._backend.start()
-            if not self._wait_for_workers():
-                return
-            self._opened = self._open_study()
-            study = self._opened.study
-            self._any_values = any(
-                t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)
-            )
-            self._asker = Asker(study, self._prepare, self._backend.wake, limit=self._n_trials)
+            self._spawn_samplers()  # they start up while the workers do
+            try:
+                if not self._wait_for_workers():
+                    return
+                self._opened = self._open_study()
+                study = self._opened.study
+                self._any_values = any(
+                    t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)
+                )
+                self._asker = Asker(
+                    self._producers(study), self._backend.wake, limit=self._n_trials
+                )
+            finally:
+                self._release_unused_samplers()
             self._backend.watch_sampler(lambda: self._asker is not None and self._asker.busy)
             # As inside study.optimize: callbacks may call study.stop().
             study._stop_flag = False
@@ -217,6 +225,55 @@ class Orchestrator:
                 study._thread_local.in_optimize_loop = False
                 self._returned = self._asker.close(self._opened.storage)
             self._backend.wind_down()
+
+    def _spawn_samplers(self) -> None:
+        from sweeper.orchestrator import _sampler_process
+
+        for index in range(self._sampler_processes):
+            try:
+                self._spawned.append(
+                    _sampler_process.spawn(self._log_dir / f"sampler-{index}.log")
+                )
+            except OSError as error:
+                logger.debug("cannot start a sampler process: %s", error)
+                break
+
+    def _producers(self, study: optuna.Study) -> list[Producer]:
+        """The sampler processes that were started, if the sampler can be sent to them, and
+        a thread of this process: it asks while the processes start, and when they are all
+        busy."""
+        from sweeper.orchestrator import _sampler_process
+
+        plan = SpecPlan(
+            log_dir=str(self._log_dir),
+            checkpoints=str(self._checkpoints) if self._checkpoints is not None else None,
+        )
+        producers: list[Producer] = []
+        blob = _sampler_process.picklable(study.sampler) if self._spawned else None
+        if blob is not None and self._storage_location is not None:
+            spawned, self._spawned = self._spawned, []
+            for index, (process, connection) in enumerate(spawned):
+                init = _sampler_process.Init(
+                    storage=self._storage_location,
+                    study=study.study_name,
+                    sampler=blob,
+                    plan=plan,
+                    reseed=True,  # copies of one sampler would draw the same values
+                    sys_path=tuple(os.path.abspath(p) if p == "" else p for p in sys.path),
+                )
+                log = str(self._log_dir / f"sampler-{index}.log")
+                producers.append(ProcessProducer(study, process, connection, init, log))
+        producers.append(ThreadProducer(study, plan))
+        return producers
+
+    def _release_unused_samplers(self) -> None:
+        for process, connection in self._spawned:
+            with contextlib.suppress(OSError):
+                connection.close()
+            with contextlib.suppress(OSError):
+                process.kill()
+                process.wait()
+        self._spawned = []
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -253,8 +310,11 @@ class Orchestrator:
                 and (self._stopping() or self._budget_spent())
             ):
                 break
-            for event in self._backend.poll(self._poll_timeout()):
-                self._handle(event)
+            events = self._backend.poll(self._poll_timeout())
+            self._polled_at = self._backend.now()  # when these results arrived, near enough
+            with self._deferred_params():  # the parameters in these events: one write
+                for event in events:
+                    self._handle(event)
             self._expire()
             self._release_parked()
             problem = self._tracker.take_problem()
@@ -265,6 +325,13 @@ class Orchestrator:
             self._refresh()
         if self._abort is not None:
             raise self._abort.error
+        if self._sampling_failed is not None:
+            raise self._sampling_failed.error
+
+    def _deferred_params(self) -> contextlib.AbstractContextManager[None]:
+        assert self._opened is not None
+        deferred = getattr(self._opened.storage, "deferred_params", None)
+        return deferred() if deferred is not None else contextlib.nullcontext()
 
     def _refresh(self) -> None:
         """Show the state of the sweep; displays need no more than ten updates a second."""
@@ -277,6 +344,7 @@ class Orchestrator:
         return (
             self._interrupts > 0
             or self._abort is not None
+            or self._sampling_failed is not None
             or self._budget_spent()
             or self._stopped_by_callback()
         )
@@ -305,6 +373,8 @@ class Orchestrator:
             timeout = min(timeout, max(0.0, min(self._deadlines.values()) - now))
         if self._timeout is not None:
             timeout = min(timeout, max(0.0, self._started + self._timeout - now))
+        if self._ask_again is not None:  # when the asker should deepen its pool
+            timeout = min(timeout, max(0.0, self._ask_again - now))
         return timeout
 
     def _fill(self) -> None:
@@ -312,12 +382,25 @@ class Orchestrator:
         study = self._opened.study
         free = self._backend.free_slots()
         while free > 0 and not self._budget_spent():
-            asked = self._asker.take()
+            try:
+                asked = self._asker.take()
+            except SamplingFailed as failure:
+                # No trial can be asked for: the running ones finish, then the error is
+                # raised from run(), as study.optimize raises what its sampler raised.
+                if failure.trace:
+                    logger.debug("asking for a trial failed:\n%s", failure.trace)
+                self._sampling_failed = failure
+                self._stop_reason = (
+                    f"the sampler failed ({type(failure.error).__name__}: {failure.error})"
+                )
+                return
             if asked is None:
                 break  # the asker wakes the loop when one is ready
             self._submit(study, asked)
             free = self._backend.free_slots()
-        self._asker.want(free, self._expected_ends(), self._backend.now())
+        now = self._backend.now()
+        later = self._asker.want(free, self._expected_ends(), now)
+        self._ask_again = None if later is None else time.monotonic() + (later - now)
         self._stats.running = len(self._backend.running)
 
     def _submit(self, study: optuna.Study, asked: Asked) -> None:
@@ -338,11 +421,14 @@ class Orchestrator:
         return len(self._backend.running) + self._backend.free_slots()
 
     def _expected_ends(self) -> list[float]:
-        """When the running trials should end, from how long recent trials ran."""
+        """When the running trials may end, from how long recent trials ran: early rather
+        than late (the first quartile), since a trial asked too early waits in the pool
+        while one asked too late keeps a worker waiting."""
         if not self._durations:
             return []
-        typical = statistics.fmean(self._durations)
-        return [started + typical for started in self._submitted.values()]
+        ordered = sorted(self._durations)
+        early = ordered[len(ordered) // 4]
+        return [started + early for started in self._submitted.values()]
 
     def _rate(self) -> float | None:
         """Trials a second the workers finish (so need), from how long recent trials ran:
@@ -352,52 +438,29 @@ class Orchestrator:
         typical = statistics.fmean(self._durations)
         return self._parallel() / max(typical, 1e-3)
 
-    def _prepare(self, live: optuna.Trial) -> TrialSpec:
-        """The spec of a trial just asked for (on the asker's thread: it samples)."""
-        spec = build_spec(live, log_path=str(self._log_path(live.number)))
-        proposals = self._propose(live, spec)
-        if proposals:
-            spec = replace(spec, proposals=proposals)
-        if self._checkpoints is not None:
-            root = spec.root if spec.root is not None else spec.number
-            spec = replace(spec, checkpoint_dir=str(self._checkpoints / f"trial-{root}"))
-        return spec
-
     def _sampler_news(self) -> None:
-        """Tell the sampler how fast trials are needed, and pass on what it has to say."""
-        assert self._opened is not None
-        sampler = self._opened.study.sampler
-        observe = getattr(sampler, "observe_demand", None)
-        rate = self._rate()
-        if observe is not None and rate is not None:
-            observe(rate)
-        take_notes = getattr(sampler, "take_notes", None)
-        if take_notes is not None:
-            for text in take_notes():
+        """Pass on what the sampler has to say (the auto sampler's choices; said once even
+        when several sampler processes say it)."""
+        assert self._asker is not None
+        now = time.monotonic()
+        if now - self._news_at < 0.25:
+            return
+        self._news_at = now
+        for text in self._asker.take_notes():
+            key = text.split(" from trial", 1)[0]
+            if key != self._last_note:
+                self._last_note = key
                 self._reporter.note(text)
 
-    def _propose(self, live: optuna.Trial, spec: TrialSpec) -> dict[str, tuple[Any, Any]]:
-        """Values for the parameters recent trials asked for, sampled now by the study's
-        sampler, so the worker needs no round trip for them (for backends where a round trip
-        is slow). Only for samplers whose independent sampling does not depend on the trial's
-        other parameters; a value the objective does not use is simply not recorded."""
-        sampler = live.study.sampler
-        if type(sampler).__name__ not in _INDEPENDENT_SAMPLERS:
-            return {}
-        frozen = live._cached_frozen_trial
-        proposals = {}
-        for name, distribution in self._recent_space.items():  # replaced, never changed
-            if name in spec.fixed_params or name in spec.relative_search_space:
-                continue
-            if distribution.single():
-                continue
-            try:
-                value = sampler.sample_independent(live.study, frozen, name, distribution)
-            except Exception as error:  # the worker will ask instead
-                logger.debug("could not propose %s: %s", name, error)
-                continue
-            proposals[name] = (distribution, value)
-        return proposals
+    def _tell_demand(self) -> None:
+        """Tell the sampler how fast the workers need trials, when that changed: before it
+        is asked for the next trial, so that its choice (auto: GP or TPE) knows."""
+        rate = self._rate()
+        if self._asker is None or rate is None:
+            return
+        if self._demand_told is None or abs(rate - self._demand_told) > 0.05 * self._demand_told:
+            self._demand_told = rate
+            self._asker.observe_demand(rate)
 
     def _remember_param(self, number: int, name: str, distribution: Any) -> None:
         """Note a parameter a trial asked for, so later trials get a value drawn ahead.
@@ -407,6 +470,8 @@ class Orchestrator:
         self._last_asked[name] = number
         if self._recent_space.get(name) != distribution:
             self._recent_space = {**self._recent_space, name: distribution}
+            if self._asker is not None:
+                self._asker.update_space(self._recent_space)
 
     def _forget_params(self, number: int) -> None:
         """Drop parameters no trial asked for in the last ``_RECENT_TRIALS`` trials."""
@@ -418,6 +483,8 @@ class Orchestrator:
             self._recent_space = {
                 n: d for n, d in self._recent_space.items() if n in self._last_asked
             }
+            if self._asker is not None:
+                self._asker.update_space(self._recent_space)
 
     def _log_path(self, number: int) -> Path:
         return self._log_dir / f"trial-{number}.log"
@@ -528,7 +595,8 @@ class Orchestrator:
         self._forget_params(result.number)
         submitted = self._submitted.pop(result.number, None)
         if submitted is not None:
-            self._durations.append(self._backend.now() - submitted)
+            self._durations.append(self._polled_at - submitted)
+            self._tell_demand()
         self._deadlines.pop(result.number, None)
         state, values = result.state, result.values
         reason, trace = result.reason, result.traceback
@@ -706,24 +774,6 @@ class Orchestrator:
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
-
-
-def build_spec(live: optuna.Trial, log_path: str | None = None) -> TrialSpec:
-    """The spec of a trial just asked for: what the sampler decided up front travels with it."""
-    relative_params = live.relative_params  # samples the jointly sampled parameters now
-    frozen = live._cached_frozen_trial  # what ask() read; no extra storage round trip
-    return TrialSpec(
-        number=live.number,
-        study_name=live.study.study_name,
-        directions=tuple(d.name.lower() for d in live.study.directions),
-        fixed_params=dict(live._fixed_params),
-        relative_params=dict(relative_params),
-        relative_search_space=dict(live.relative_search_space or {}),
-        user_attrs=dict(frozen.user_attrs),
-        datetime_start=live.datetime_start,
-        log_path=log_path,
-        root=frozen.system_attrs.get(RETRY_OF_KEY),
-    )
 
 
 def answer_call(call: Call, live: optuna.Trial) -> Reply:

@@ -56,12 +56,14 @@ def sweep(
     notes: tuple[str, ...] = (),
     backend: Backend | None = None,
     callbacks: Sequence[Callback] = (),
+    sampler_processes: int | None = None,
 ) -> SweepResult:
     """Run one sweep. Bad input raises a UsageError before the study is touched.
 
     ``backend`` replaces the one the options would build (tests use it to run the Modal
     backend over a stand-in for Modal). ``callbacks`` are called after each trial is told,
-    as ``study.optimize(callbacks=...)`` calls them.
+    as ``study.optimize(callbacks=...)`` calls them. ``sampler_processes`` overrides how
+    many processes ask for trials (:func:`default_sampler_processes`; 0: a thread).
     """
     opened_storage = open_storage(config.storage, workdir)
     storage = opened_storage.storage
@@ -154,6 +156,10 @@ def sweep(
         tracker=tracker,
         checkpoints=_checkpoints(config, workdir),
         callbacks=callbacks,
+        storage_location=opened_storage.location or None,
+        sampler_processes=(
+            default_sampler_processes(parallel) if sampler_processes is None else sampler_processes
+        ),
     )
     try:
         study = _run(orchestrator, backend, storage, record, config.study, tracker, reporter)
@@ -173,6 +179,18 @@ def sweep(
         interrupted=orchestrator.interrupted,
         stop_reason=orchestrator.stop_reason,
     )
+
+
+def default_sampler_processes(parallel: int) -> int:
+    """How many sampler processes ask for trials for ``parallel`` workers.
+
+    None below 8 workers: a thread of the orchestrator keeps up with them, and a process
+    costs most of a second of start-up. From 8, one for every two cores, at most 4: each
+    samples on a core of its own, which a thread cannot.
+    """
+    if parallel < 8:
+        return 0
+    return max(1, min(4, (os.cpu_count() or 2) // 2))
 
 
 def _run(

@@ -71,6 +71,15 @@ class AutoSampler(BaseSampler):
             )
         return self._gp
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        del state["_lock"]  # sent to a sampler process: locks do not pickle
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     def observe_demand(self, trials_per_second: float) -> None:
         """How many trials a second the workers need (the orchestrator says so as it goes)."""
         self._demand = trials_per_second

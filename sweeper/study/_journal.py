@@ -35,6 +35,7 @@ import copy
 import itertools
 import json
 import os
+import threading
 import time
 from collections.abc import Container, Generator, Iterator, Sequence
 from contextlib import contextmanager
@@ -42,6 +43,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from optuna.distributions import (
+    BaseDistribution,
+    check_distribution_compatibility,
+    distribution_to_json,
+)
 from optuna.storages.journal import (
     BaseJournalBackend,
     JournalFileBackend,
@@ -64,9 +70,108 @@ _SETTLE_SECONDS = 0.05
 
 class SweeperJournalStorage(JournalStorage):
     def __init__(self, backend: BaseJournalBackend) -> None:
+        self._deferring = threading.local()  # before Optuna's __init__: it reads the journal
+        self._kinds: dict[tuple[int, str], BaseDistribution] = {}
+        """Per study and parameter: a distribution the study has accepted for it."""
         super().__init__(backend)
         self._waiting_from: dict[int, int] = {}
         """Per study: the position of the first trial that may still be WAITING."""
+
+    def __getstate__(self) -> dict[Any, Any]:
+        state = super().__getstate__()
+        state.pop("_deferring", None)
+        return state
+
+    def __setstate__(self, state: dict[Any, Any]) -> None:
+        super().__setstate__(state)
+        self._deferring = threading.local()
+
+    # -- parameters written together -----------------------------------------------------
+
+    @contextmanager
+    def deferred_params(self) -> Iterator[None]:
+        """Within the block, this thread's parameter writes are collected and appended
+        together, with its next other storage call or at the end of the block: one append
+        and one read back for a batch of trials' parameters instead of one each.
+
+        Only parameters that cannot be refused when the journal is read back are deferred:
+        of a trial still running, with a distribution of the same kind as one the study has
+        accepted for that name. Any other goes through at once, as Optuna writes it, so an
+        error (a categorical's changed choices, say) is raised where it was made.
+        """
+        replay = getattr(self, "_replay_result", None)
+        known = self.fast_waiting_scan() and isinstance(
+            getattr(replay, "_trial_id_to_study_id", None), dict
+        )
+        if getattr(self._deferring, "logs", None) is not None or not known:
+            yield  # nested, or an Optuna whose replay fields are not as expected
+            return
+        self._deferring.logs = []
+        try:
+            yield
+        finally:
+            with self._thread_lock:
+                self._flush_deferred()
+            self._deferring.logs = None
+
+    def set_trial_param(
+        self,
+        trial_id: int,
+        param_name: str,
+        param_value_internal: float,
+        distribution: BaseDistribution,
+    ) -> None:
+        logs: list[dict[str, Any]] | None = getattr(self._deferring, "logs", None)
+        if logs is None or not self._cannot_be_refused(trial_id, param_name, distribution):
+            super().set_trial_param(trial_id, param_name, param_value_internal, distribution)
+            return
+        logs.append(
+            {
+                "op_code": JournalOperation.SET_TRIAL_PARAM,
+                "worker_id": self._replay_result.worker_id,
+                "trial_id": trial_id,
+                "param_name": param_name,
+                "param_value_internal": param_value_internal,
+                "distribution": distribution_to_json(distribution),
+            }
+        )
+
+    def _cannot_be_refused(self, trial_id: int, name: str, distribution: BaseDistribution) -> bool:
+        replay: Any = self._replay_result
+        with self._thread_lock:
+            trial = replay._trials.get(trial_id)
+            if trial is None or trial.state.is_finished():
+                return False
+            study_id = replay._trial_id_to_study_id.get(trial_id)
+            known = self._kinds.get((study_id, name))
+            if known is None:
+                for other in replay._study_id_to_trial_ids.get(study_id, ()):
+                    known = replay._trials[other].distributions.get(name)
+                    if known is not None:
+                        self._kinds[(study_id, name)] = known
+                        break
+        if known is None:  # the study's first: Optuna's own write checks it
+            return False
+        try:
+            check_distribution_compatibility(known, distribution)
+        except ValueError:
+            return False
+        return True
+
+    def _flush_deferred(self) -> None:
+        """Append what this thread deferred (called with the thread lock held)."""
+        logs: list[dict[str, Any]] | None = getattr(self._deferring, "logs", None)
+        if logs:
+            self._backend.append_logs(list(logs))
+            logs.clear()
+
+    def _write_log(self, op_code: int, extra_fields: dict[str, Any]) -> None:
+        self._flush_deferred()  # in the order they were made
+        super()._write_log(op_code, extra_fields)
+
+    def _sync_with_backend(self) -> None:
+        self._flush_deferred()  # so this thread reads its own writes
+        super()._sync_with_backend()
 
     def fast_waiting_scan(self) -> bool:
         """Whether the installed Optuna has the fields the incremental scan reads."""

@@ -30,6 +30,8 @@ class OpenedStorage:
     """What to pass as --storage to reach it again, or None for the default."""
     notes: tuple[str, ...] = ()
     """What opening it found and the user should hear (a torn journal record set aside)."""
+    location: str = ""
+    """How another process opens the same storage: the journal's absolute path, or the URL."""
 
 
 def open_storage(
@@ -79,7 +81,9 @@ def _journal(path: Path, url: str | None, read_only: bool) -> OpenedStorage:
             f"cannot use {path} as the study journal: {error.strerror or error}. "
             "Choose a writable path with --storage."
         ) from None
-    return OpenedStorage(storage, shown, url, notes=(note,) if note else ())
+    return OpenedStorage(
+        storage, shown, url, notes=(note,) if note else (), location=str(path.resolve())
+    )
 
 
 def _redis(url: str) -> OpenedStorage:
@@ -93,7 +97,7 @@ def _redis(url: str) -> OpenedStorage:
         raise StorageError(
             f"--storage {_hide_password(url)} needs the redis package: pip install redis"
         ) from None
-    return OpenedStorage(SweeperJournalStorage(backend), _hide_password(url), url)
+    return OpenedStorage(SweeperJournalStorage(backend), _hide_password(url), url, location=url)
 
 
 def _database(url: str, given: str) -> OpenedStorage:
@@ -118,7 +122,9 @@ def _database(url: str, given: str) -> OpenedStorage:
             f"cannot open --storage {_hide_password(given)}: {detail}. Check that the "
             "database is reachable and the URL is right."
         ) from None
-    return OpenedStorage(optuna.storages._CachedStorage(storage), _hide_password(given), given)
+    return OpenedStorage(
+        optuna.storages._CachedStorage(storage), _hide_password(given), given, location=url
+    )
 
 
 def _is_sqlite_file(path: Path) -> bool:
