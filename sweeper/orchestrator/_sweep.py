@@ -24,7 +24,7 @@ from sweeper.study._components import make_pruner, make_sampler
 from sweeper.study._recovery import Recovery, SweepRecord, recover, register, unregister
 from sweeper.study._storage import existing_directions, home, open_storage
 from sweeper.tracking._events import StudyDeleted, StudyOpened
-from sweeper.tracking._tracker import HubTracker, Tracker
+from sweeper.tracking._tracker import HubTracker, StudySource, Tracker
 
 logger = get_logger(__name__)
 
@@ -139,7 +139,7 @@ def sweep(
             reporter.note("No --n-trials or --timeout given: running until Ctrl-C.")
         for text in _recovery_notes(recover(study, storage, study_id)):
             reporter.note(text, "warning")
-        tracker.start()
+        tracker.start(StudySource(storage, config.study))  # reconciles Aim with the storage
         tracker.emit(StudyOpened(config.study, directions, _settings(config, objective, parallel)))
         stats.seed(study.get_trials(deepcopy=False))
         return OpenStudy(study, storage, study_id, created=existing is None)

@@ -2,32 +2,97 @@
 
 ``emit`` only appends to a queue: a background thread sends what has queued up, in
 batches, to the one writer of the Aim repo (a local process, or the Aim hub container on
-Modal). Nothing the writer does can slow down or stop the sweep: if it cannot start, or
-goes away, tracking is switched off and the problem is reported once (``take_problem``).
+Modal). Nothing the writer does can slow down or stop the sweep.
+
+The storage is the source of truth, and the queue is bounded. When tracking starts, the
+thread reads the study's finished trials from the storage and sends a
+:class:`~sweeper.tracking.Reconcile`, so that whatever an earlier sweep could not write
+(killed, or its writer killed) is written now. When the writer falls behind by more than it
+can write in about a second, the events of new trials are dropped rather than queued, and
+each such trial is rebuilt from the storage once it has finished and the writer has caught
+up; the local writer is restarted if it dies, and reconciled again. Only what the storage
+does not have (metrics the objective logs) can be lost, and only when it is over the
+bound: that is reported, as is any other problem (``take_problem``).
 """
 
 from __future__ import annotations
 
 import collections
 import os
+import select
 import threading
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 from subprocess import Popen
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sweeper._logging import get_logger
 from sweeper._process import spawn_python
-from sweeper.tracking._events import Event
+from sweeper.tracking._events import (
+    REBUILDABLE,
+    Event,
+    Logged,
+    ParamsSet,
+    Rebuild,
+    Reconcile,
+    Reported,
+    StudyProgress,
+    TrialFinished,
+    TrialRecord,
+    TrialStarted,
+)
+
+if TYPE_CHECKING:
+    import optuna
 
 logger = get_logger(__name__)
 
 _BATCH = 2000
+"""Events sent to the writer at once."""
+MAX_EVENTS = 100_000
+"""Events the queue holds at most (a few tens of MB)."""
+MAX_TRIALS = 300
+"""Finished trials the queue holds at most: about what the writer writes in a second and a
+half, so that a sweep whose trials are done is not held up by Aim."""
+_REBUILD_BATCH = 200
+_RESTARTS = 3
+_CHECK_SECONDS = 2.0
+"""How often the thread looks whether the writer is still there."""
 
 
 class TrackingUnavailable(Exception):
     """The writer cannot be reached; the message says why."""
+
+
+@dataclass
+class StudySource:
+    """Where the truth about a study is: its storage (and the repo, where readable here)."""
+
+    storage: optuna.storages.BaseStorage
+    study: str
+    repo: Path | None = None
+    """The Aim repo's folder, when this process can read it (then only what the repo lacks
+    is sent); None: send every finished trial and let the writer sort them out."""
+
+    def reconcile(self) -> Reconcile:
+        from sweeper.tracking._reconcile import plan
+
+        return plan(self.storage, self.study, self.repo)
+
+    def records(self, numbers: Sequence[int]) -> list[TrialRecord]:
+        from sweeper.tracking._reconcile import record_of
+
+        study_id = self.storage.get_study_id_from_name(self.study)
+        records = []
+        for number in numbers:
+            trial_id = self.storage.get_trial_id_from_study_id_trial_number(study_id, number)
+            trial = self.storage.get_trial(trial_id)
+            if trial.state.is_finished():
+                records.append(record_of(self.study, trial))
+        return records
 
 
 class Tracker:
@@ -35,8 +100,8 @@ class Tracker:
 
     enabled = False
 
-    def start(self) -> None:
-        """Start the writer; returns at once."""
+    def start(self, source: StudySource | None = None) -> None:
+        """Start the writer and reconcile the repo with ``source``; returns at once."""
 
     def emit(self, event: Event) -> None:
         """Queue ``event``; never blocks."""
@@ -54,14 +119,22 @@ class Tracker:
         return 0
 
 
+def _key(event: Event) -> tuple[str, int] | None:
+    if isinstance(event, (TrialStarted, ParamsSet, Reported, Logged, TrialFinished)):
+        return (event.study, event.root)
+    return None
+
+
 class BatchingTracker(Tracker):
     """Queues events and sends them in batches from a thread of its own.
 
     Subclasses connect to a writer: ``_open`` (raise :class:`TrackingUnavailable`),
-    ``_send(batch)``, ``_finish()`` (the writer has written everything when it returns).
+    ``_send(batch)``, ``_finish()`` (the writer has written everything when it returns);
+    ``_restartable`` says whether a writer that went away is started again.
     """
 
     enabled = True
+    _restartable = False
 
     def __init__(self) -> None:
         self._queue: collections.deque[Event] = collections.deque()
@@ -70,17 +143,68 @@ class BatchingTracker(Tracker):
         self._problems: list[str] = []
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._source: StudySource | None = None
+        self._queued_finishes = 0
+        self._running: dict[tuple[str, int], int] = {}
+        """Trials started and not finished yet, by key: their number."""
+        self._dirty: set[tuple[str, int]] = set()
+        """Trials whose events are dropped: rebuilt from the storage once finished."""
+        self._to_rebuild: list[int] = []
+        self._progress_dropped = False
+        self.dropped = 0
+        self.lost_metrics = 0
+        self.restarts = 0
         self.sent = 0
 
-    def start(self) -> None:
+    def start(self, source: StudySource | None = None) -> None:
+        self._source = source
         self._thread = threading.Thread(target=self._run, name="sweeper-tracking", daemon=True)
         self._thread.start()
 
     def emit(self, event: Event) -> None:
-        if self.enabled:
+        if not self.enabled:
+            return
+        key = _key(event)
+        with self._lock:
+            if key is not None:
+                if isinstance(event, TrialStarted):
+                    self._running[key] = event.number
+                elif isinstance(event, TrialFinished):
+                    self._running.pop(key, None)
+                if key in self._dirty and not isinstance(event, Logged):
+                    if isinstance(event, TrialFinished):
+                        self._dirty.discard(key)
+                        self._to_rebuild.append(event.number)
+                    self.dropped += 1
+                    return
+            if self._over_bound(event):
+                self._drop(event, key)
+                return
+            if isinstance(event, TrialFinished):
+                self._queued_finishes += 1
             self._queue.append(event)
-            if len(self._queue) >= _BATCH:
-                self._wake.set()
+        if len(self._queue) >= _BATCH:
+            self._wake.set()
+
+    def _over_bound(self, event: Event) -> bool:
+        if len(self._queue) >= MAX_EVENTS:
+            return True
+        if self._queued_finishes < MAX_TRIALS or not isinstance(event, REBUILDABLE):
+            return False
+        # Over the trial bound: drop what is new, keep what completes a queued trial.
+        key = _key(event)
+        return key is None or key in self._dirty or isinstance(event, TrialStarted)
+
+    def _drop(self, event: Event, key: tuple[str, int] | None) -> None:
+        self.dropped += 1
+        if isinstance(event, Logged):
+            self.lost_metrics += len(event.metrics)
+        elif isinstance(event, StudyProgress):
+            self._progress_dropped = True
+        elif isinstance(event, TrialFinished):
+            self._to_rebuild.append(event.number)
+        elif key is not None:
+            self._dirty.add(key)
 
     @property
     def backlog(self) -> int:
@@ -96,34 +220,115 @@ class BatchingTracker(Tracker):
         if self._thread is not None:
             self._thread.join(timeout)
 
+    def _problem(self, text: str) -> None:
+        with self._lock:
+            self._problems.append(text)
+
     def _fail(self, problem: str) -> None:
         self.enabled = False
         self._queue.clear()
-        with self._lock:
-            self._problems.append(f"tracking is off for this sweep: {problem}")
+        self._problem(f"tracking is off for this sweep: {problem}")
+
+    # -- the thread ------------------------------------------------------------------------
 
     def _run(self) -> None:
         try:
             self._open()
+            self._reconcile()
         except TrackingUnavailable as error:
             self._fail(str(error))
+            self._cleanup()
             return
         try:
             while True:
-                self._wake.wait(0.2)
-                self._wake.clear()
-                closing = self._closing
-                while self._queue:
-                    batch = [self._queue.popleft() for _ in range(min(_BATCH, len(self._queue)))]
-                    self._send(batch)
-                    self.sent += len(batch)
-                if closing:
-                    self._finish()
+                try:
+                    self._work()
                     break
-        except TrackingUnavailable as error:
-            self._fail(str(error))
+                except TrackingUnavailable as error:
+                    if not self._restartable or self.restarts >= _RESTARTS:
+                        self._fail(str(error))
+                        break
+                    self._restart(str(error))
         finally:
             self._cleanup()
+
+    def _work(self) -> None:
+        checked = time.monotonic()
+        while True:
+            self._wake.wait(0.2)
+            self._wake.clear()
+            closing = self._closing
+            if time.monotonic() - checked > _CHECK_SECONDS:
+                checked = time.monotonic()
+                self._check()
+            self._send_queued()
+            if not self._queue:
+                self._send_rebuilds(everything=closing)
+            if closing and not self._queue:
+                if self._progress_dropped:
+                    self._progress_dropped = False
+                    self._reconcile()
+                self._finish()
+                self._report_losses()
+                return
+
+    def _send_queued(self) -> None:
+        while self._queue:
+            with self._lock:
+                batch = [self._queue.popleft() for _ in range(min(_BATCH, len(self._queue)))]
+                self._queued_finishes -= sum(isinstance(e, TrialFinished) for e in batch)
+            self._send(batch)
+            self.sent += len(batch)
+
+    def _send_rebuilds(self, *, everything: bool) -> None:
+        """Send the records of dropped trials, a batch at a time while the writer keeps up
+        (all of them when the sweep is closing)."""
+        while self._to_rebuild and self._source is not None:
+            with self._lock:
+                numbers, self._to_rebuild = (
+                    self._to_rebuild[:_REBUILD_BATCH],
+                    self._to_rebuild[_REBUILD_BATCH:],
+                )
+            try:
+                records = self._source.records(numbers)
+            except Exception as error:  # the storage went away: the next start reconciles
+                logger.debug("tracking: cannot read trials to rebuild: %s", error)
+                return
+            if records:
+                self._send([Rebuild(self._source.study, tuple(records))])
+            if not everything:
+                return
+
+    def _reconcile(self) -> None:
+        if self._source is None:
+            return
+        try:
+            plan = self._source.reconcile()
+        except Exception as error:
+            logger.warning("tracking: cannot read the study to reconcile Aim with it: %s", error)
+            return
+        self._send([plan])
+
+    def _restart(self, why: str) -> None:
+        """The writer went away: start another, rebuild what the dead one may have lost."""
+        self.restarts += 1
+        logger.warning("tracking: the writer stopped (%s); starting it again", why)
+        self._cleanup()
+        with self._lock:
+            self._dirty.update(self._running)  # their runs are rebuilt when they finish
+            kept = [e for e in self._queue if not isinstance(e, REBUILDABLE)]
+            self._queue.clear()
+            self._queue.extend(kept)
+            self._queued_finishes = 0
+        self._open()
+        self._reconcile()  # what was finished, as the storage has it
+
+    def _report_losses(self) -> None:
+        if self.lost_metrics:
+            self._problem(
+                f"tracking fell behind and dropped {self.lost_metrics} logged metric values "
+                "(trial.log / sweeper.log); reports and results were rebuilt from the storage"
+            )
 
     # -- hooks -----------------------------------------------------------------------------
 
@@ -136,6 +341,9 @@ class BatchingTracker(Tracker):
     def _finish(self) -> None:
         raise NotImplementedError
 
+    def _check(self) -> None:
+        """Raise :class:`TrackingUnavailable` if the writer is gone."""
+
     def _cleanup(self) -> None:
         """Release what ``_open`` took, on every exit path."""
 
@@ -143,12 +351,24 @@ class BatchingTracker(Tracker):
 class HubTracker(BatchingTracker):
     """Tracking into the Aim repo at ``repo``, written by a local hub process."""
 
+    _restartable = True
+
     def __init__(self, repo: str | os.PathLike[str], *, log_path: str | os.PathLike[str]):
         super().__init__()
         self.repo = Path(repo)
         self._log_path = Path(log_path)
         self._process: Popen[bytes] | None = None
         self._connection: Connection | None = None
+
+    @property
+    def hub_pid(self) -> int | None:
+        """The writer process (tests kill it)."""
+        return self._process.pid if self._process is not None else None
+
+    def start(self, source: StudySource | None = None) -> None:
+        if source is not None and source.repo is None:
+            source.repo = self.repo  # the ledger is readable here: send only what it lacks
+        super().start(source)
 
     def _open(self) -> None:
         self._log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -173,26 +393,36 @@ class HubTracker(BatchingTracker):
             ) from None
 
     def _send(self, batch: list[Event]) -> None:
-        assert self._connection is not None
+        self._send_message(batch)
+
+    def _send_message(self, message: Any) -> None:
+        connection = self._connection
+        assert connection is not None
         try:
-            self._connection.send(batch)
+            while not _writable(connection):  # a writer that died is noticed while waiting
+                if self._process is not None and self._process.poll() is not None:
+                    raise OSError("exited")
+            connection.send(message)
         except (EOFError, OSError) as error:
             raise TrackingUnavailable(
                 f"the tracking process stopped ({error}); see {self._log_path}"
             ) from None
 
     def _finish(self) -> None:
-        assert self._connection is not None
-        try:
-            self._connection.send("close")
-        except (EOFError, OSError) as error:
-            raise TrackingUnavailable(f"the tracking process stopped ({error})") from None
+        self._send_message("close")
         self._receive()  # ("closed",): every run is finished and indexed
+
+    def _check(self) -> None:
+        if self._process is not None and self._process.poll() is not None:
+            raise TrackingUnavailable(
+                f"the tracking process exited ({self._process.returncode}); see {self._log_path}"
+            )
 
     def _cleanup(self) -> None:
         if self._connection is not None:
             self._connection.close()
-        process = self._process
+            self._connection = None
+        process, self._process = self._process, None
         if process is None:
             return
         deadline = time.monotonic() + 10
@@ -201,3 +431,8 @@ class HubTracker(BatchingTracker):
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def _writable(connection: Connection, timeout: float = 1.0) -> bool:
+    _, ready, _ = select.select([], [connection.fileno()], [], timeout)
+    return bool(ready)

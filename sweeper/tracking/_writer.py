@@ -2,25 +2,33 @@
 
 Many writers corrupt Aim repos (on shared or network filesystems especially), so a writer
 takes an exclusive lock on the repo folder and keeps it while it lives. It is the local
-tracking hub's process, or the Aim hub container on Modal; the orchestrator only sends it
-events.
+tracking hub's process, the Aim hub container on Modal, or ``sweeper track --repair``; the
+orchestrator only sends it events.
 
 What a trial's Aim run holds:
 
-- experiment: the study name; name: ``trial <number>``; tags: its state;
+- experiment: the study name; name: ``trial <root>``; tags: its state;
 - ``hparams``: the trial's parameters;
-- ``sweeper``: study, trial number(s), state, worker, the reason a trial failed;
+- ``sweeper``: study, root and trial number, state, start time, worker, the reason a trial
+  failed;
 - ``result``: state, value(s), duration;
-- metric ``objective``: every ``trial.report(value, step)``, at its step;
+- metric ``objective``: every ``trial.report(value, step)``, at its step (the first value
+  of a step, as Optuna keeps it);
 - any metric the objective logs with ``trial.log`` / ``sweeper.log``.
 
 The study's run (name ``study``) holds the sweep's settings, and the metrics ``best_value``
 (single objective) or ``pareto_front_size``, plus ``complete``, ``pruned`` and ``failed``,
 each against the number of finished trials.
 
-Aim 3.29 no longer indexes a run when it closes, and the SDK's queries read the index, so
-a finished run is indexed here, unless ``sweeper ui`` is serving the repo (its indexer does
-it then, and two indexers must not fight over the index).
+Events are applied to runs in memory and written in batches by :meth:`AimWriter.flush`:
+the runs a batch creates or closes are opened and closed on threads, their SQL rows and
+index entries written once for the batch (see :mod:`sweeper.tracking._aimstore`). Aim 3.29
+no longer indexes a run when it closes, and the SDK's queries read the index, so a finished
+run is indexed here, unless ``sweeper ui`` is serving the repo (its indexer does it then,
+and two indexers must not fight over the index).
+
+:class:`~sweeper.tracking.Reconcile` and :class:`~sweeper.tracking.Rebuild` make runs agree
+with finished trials as the storage has them (:mod:`sweeper.tracking._reconcile`).
 """
 
 from __future__ import annotations
@@ -31,8 +39,12 @@ import json
 import logging
 import os
 import sys
+import time
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -42,35 +54,87 @@ from sweeper.tracking._events import (
     Event,
     Logged,
     ParamsSet,
+    Rebuild,
+    Reconcile,
     Reported,
     StudyDeleted,
     StudyOpened,
     StudyProgress,
     TrialFinished,
+    TrialRecord,
     TrialStarted,
+    TrialSummary,
+    trial_digest,
 )
+from sweeper.tracking._reconcile import LEDGER_FILE, RUNS_FILE, Ledger, shown_values
 
 logger = get_logger(__name__)
 
-RUNS_FILE = "sweeper-runs.jsonl"
-"""Which Aim run belongs to which study and trial (one JSON object per line)."""
 WRITER_LOCK = "sweeper-writer.lock"
 UI_MARKER = "sweeper-ui.pid"
 REPORT_METRIC = "objective"
-STATE_TAGS = ("complete", "pruned", "failed", "running")
+PROGRESS_METRICS = ("complete", "pruned", "failed", "best_value", "pareto_front_size")
+_THREADS = 8
+"""Runs opened or closed at once: RocksDB's file syncs wait on the disk, not the CPU."""
+_FLUSH_OPS = 20_000
+"""Pending changes after which :meth:`AimWriter.apply` writes them without being asked."""
+
+Key = tuple[str, int | None]
+Op = Callable[[Any], None]
 
 
 class TrackingError(SweeperError):
     """The Aim repo cannot be written (Aim missing, repo unusable, another writer)."""
 
 
+@dataclass
+class _Run:
+    """A run this writer has open (or is about to open), and what it still has to write."""
+
+    key: Key
+    hash: str
+    store: Any
+    """Its :class:`~sweeper.tracking._aimstore.RunStore`."""
+    ops: list[Op] = field(default_factory=list)
+    number: int | None = None
+    """The trial (attempt) being written: a new number on the same root starts over."""
+    started: float | None = None
+    curve: dict[int, float] = field(default_factory=dict)
+    """This attempt's ``objective`` steps, as written."""
+    tag: str | None = None
+    row_dirty: bool = True
+    finish: tuple[int, str] | None = None
+    """(number, digest) once the trial finished: close, index and record the run."""
+    rebuild: bool = False
+    """Its databases may be unusable: start them afresh if they do not open."""
+
+
+@dataclass
+class WriterStats:
+    """What a writer did, for ``track --repair`` and the benchmark."""
+
+    finished: int = 0
+    rebuilt: int = 0
+    indexed: int = 0
+    lagging: int = 0
+    """Finished trials a reconcile found untracked but got no record for."""
+
+
 class AimWriter:
     """Applies :mod:`sweeper.tracking` events to the Aim repo at ``path``.
 
-    Not thread-safe; one instance per repo per machine, enforced by a file lock.
+    Not thread-safe; one instance per repo per machine, enforced by a file lock (waited
+    for up to ``lock_wait`` seconds: a sweep that just ended may still be writing).
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, index_runs: bool = True) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        index_runs: bool = True,
+        lock_wait: float = 0.0,
+        threads: int = _THREADS,
+    ) -> None:
         self.path = Path(path)
         self._index_runs = index_runs
         try:
@@ -80,20 +144,20 @@ class AimWriter:
             raise TrackingError(
                 f"cannot use {self.path} for the Aim repo: {error.strerror or error}"
             ) from None
-        try:
-            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        if not _lock(self._lock_file, lock_wait):
             self._lock_file.close()
             raise TrackingError(
                 f"another sweep is writing to the Aim repo {self.path}; only one may at a time"
-            ) from None
+            )
         try:
             from aim.sdk.repo import Repo, RepoStatus
-            from aim.sdk.run import Run
+
+            from sweeper.tracking import _aimstore
         except ImportError as error:
             self._release()
             raise TrackingError(f"Aim cannot be imported ({error})") from None
-        self._repo_cls, self._run_cls = Repo, Run
+        self._store = _aimstore
+        self._repo_cls = Repo
         try:
             if Repo.check_repo_status(str(self.path)) == RepoStatus.UPDATED:
                 self._repo = Repo.from_path(str(self.path))
@@ -102,181 +166,459 @@ class AimWriter:
         except Exception as error:
             self._release()
             raise TrackingError(f"the Aim repo {self.path} is unusable ({error})") from None
-        self._hashes: dict[tuple[str, int | None], str] = self._read_runs_file()
-        self._open: dict[tuple[str, int | None], Any] = {}
+        self._root = Path(self._repo.path)
+        ledger = Ledger.read(self.path)
+        self._hashes: dict[Key, str] = ledger.runs
+        self._written: dict[str, tuple[int, str]] = ledger.written
+        self._runs: dict[Key, _Run] = {}
+        self._new_lines: list[dict[str, Any]] = []
         self._unindexed: list[str] = []
-        self._last: dict[str, StudyProgress] = {}
+        self._pending = 0
+        self._parts: dict[str, list[Reconcile]] = {}
+        self._pool = ThreadPoolExecutor(max(1, threads), thread_name_prefix="sweeper-aim")
+        self.stats = WriterStats()
 
     # -- public ----------------------------------------------------------------------------
 
     def apply(self, events: Iterable[Event]) -> None:
-        """Write ``events`` in order. An event Aim cannot write is logged and skipped."""
+        """Take ``events`` in order; they are written by the next :meth:`flush` (or now, if
+        many are pending). An event Aim cannot write is logged and skipped."""
         for event in events:
             try:
                 self._apply(event)
             except Exception as error:
                 logger.warning("tracking: could not write %s: %s", type(event).__name__, error)
+        if self._pending >= _FLUSH_OPS:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write everything applied so far: open new runs, write changes, close, index and
+        record finished runs."""
+        runs = [run for run in self._runs.values() if run.ops or run.finish]
+        if not runs:
+            return
+        self._pending = 0
+        self._write_lines()
+        self._write_rows(runs)
+        self._open_stores([run for run in runs if not run.store.is_open])
+        for run in runs:
+            ops, run.ops = run.ops, []
+            if not run.store.is_open:
+                continue  # it could not be opened: said already
+            for op in ops:
+                try:
+                    op(run.store)
+                except Exception as error:
+                    logger.warning("tracking: could not write run %s: %s", run.hash, error)
+        self._close_finished([run for run in runs if run.finish and run.store.is_open])
+        for run in runs:
+            if not run.store.is_open and not run.ops:
+                self._runs.pop(run.key, None)
 
     def close(self) -> None:
         """Finish every open run (a sweep that stops leaves none running) and unlock."""
-        for key in list(self._open):
-            self._close_run(key)
-        self._release()
+        try:
+            for run in self._runs.values():
+                if run.finish is None:
+                    run.finish = (-1, "")  # closed, not recorded as any trial's
+            self.flush()
+        finally:
+            self._pool.shutdown(wait=True)
+            self._release()
 
     @property
     def repo_path(self) -> Path:
         return self.path
 
+    def index_pending(self) -> None:
+        """Index the runs closed while someone else was indexing (a UI that has stopped)."""
+        pending, self._unindexed = list(dict.fromkeys(self._unindexed)), []
+        if not pending:
+            return
+        stores = [self._store.RunStore(self._root, run_hash) for run_hash in pending]
+        done = self._pool.map(_reopen_and_close, stores)
+        index = self._store.Index(self._root)
+        try:
+            for store, result in zip(stores, done, strict=True):
+                if result is not None:
+                    index.add(store.hash, *result)
+                    self.stats.indexed += 1
+        finally:
+            index.close()
+
     # -- events ----------------------------------------------------------------------------
 
     def _apply(self, event: Event) -> None:
         if isinstance(event, TrialStarted):
-            run = self._run(event.study, event.root, event.number)
-            run["sweeper", "trial"] = event.number
-            run["sweeper", "state"] = "RUNNING"
-            run["sweeper", "started"] = event.started
-            self._set_state_tag(run, "running")
+            self._started(event)
         elif isinstance(event, ParamsSet):
             run = self._run(event.study, event.root)
-            for name, value in event.params.items():
-                run["hparams", name] = value
+            params = dict(event.params)
+            self._op(run, partial(_set_params, params))
         elif isinstance(event, Reported):
-            self._run(event.study, event.root).track(
-                event.value, name=REPORT_METRIC, step=event.step
-            )
+            run = self._run(event.study, event.root)
+            if event.step not in run.curve:  # Optuna keeps a step's first value
+                run.curve[event.step] = event.value
+                self._op(
+                    run,
+                    partial(_track, REPORT_METRIC, event.value, event.step, time.time(), None),
+                )
         elif isinstance(event, Logged):
             run = self._run(event.study, event.root)
+            when = time.time()
             for name, value in event.metrics.items():
-                run.track(value, name=name, step=event.step, context=event.context)
+                self._op(
+                    run,
+                    partial(_track, name, float(value), event.step, when, event.context),
+                )
         elif isinstance(event, TrialFinished):
-            self._finish(event)
+            self._finished(event)
         elif isinstance(event, StudyOpened):
             run = self._run(event.study, None)
-            run["sweeper", "kind"] = "study"
-            run["sweeper", "directions"] = list(event.directions)
-            run["settings"] = event.settings
+            settings = dict(event.settings)
+            directions = list(event.directions)
+
+            def opened(store: Any) -> None:
+                store.set_attr(("sweeper", "kind"), "study")
+                store.set_attr(("sweeper", "directions"), directions)
+                store.set_attr(("settings",), settings)
+
+            self._op(run, opened)
         elif isinstance(event, StudyProgress):
             self._progress(event)
         elif isinstance(event, StudyDeleted):
             self._delete_study(event.study)
+        elif isinstance(event, Rebuild):
+            chunks = self._chunk_hashes()
+            for record in event.records:
+                if not self._is_tracked(event.study, record, chunks):
+                    self._rebuild(record)
+        elif isinstance(event, Reconcile):
+            parts = self._parts.setdefault(event.study, [])
+            parts.append(event)
+            if event.part + 1 >= event.parts:
+                del self._parts[event.study]
+                self._reconcile(
+                    Reconcile(
+                        event.study,
+                        event.directions,
+                        tuple(s for part in parts for s in part.finished),
+                        tuple(r for part in parts for r in part.records),
+                    )
+                )
 
-    def _finish(self, event: TrialFinished) -> None:
-        key = (event.study, event.root)
-        run = self._run(event.study, event.root, event.number)
-        for name, value in event.params.items():
-            run["hparams", name] = value
-        result: dict[str, Any] = {"state": event.state, "duration": event.duration}
-        if event.values is not None:
-            result["values"] = list(event.values)
-            if len(event.values) == 1:
-                result["value"] = event.values[0]
-        run["result"] = result
-        run["sweeper", "trial"] = event.number
-        run["sweeper", "state"] = event.state
-        run["sweeper", "worker"] = event.worker
-        run["sweeper", "fail_reason"] = event.reason if event.state == "FAIL" else None
-        self._set_state_tag(run, {"FAIL": "failed"}.get(event.state, event.state.lower()))
-        self._close_run(key)
+    def _started(self, event: TrialStarted) -> None:
+        run = self._run(event.study, event.root)
+        if (run.number is not None and run.number != event.number) or run.finish is not None:
+            # The root runs again (a retry): its curve starts over, its old steps go.
+            run.curve = {}
+            run.finish = None
+            self._op(run, lambda s: s.drop_sequence(REPORT_METRIC))
+        run.number, run.started = event.number, event.started
+        self._set_tag(run, "running")
+        number, started = event.number, event.started
+
+        def start(store: Any) -> None:
+            store.set_attr(("sweeper", "trial"), number)
+            store.set_attr(("sweeper", "state"), "RUNNING")
+            store.set_attr(("sweeper", "started"), started)
+
+        self._op(run, start)
+
+    def _finished(self, event: TrialFinished) -> None:
+        run = self._run(event.study, event.root)
+        run.number = event.number
+        values = shown_values(event.state, event.values, run.curve)
+        digest = trial_digest(event.number, event.state, values, event.params, run.curve)
+        self._write_result(
+            run,
+            number=event.number,
+            state=event.state,
+            values=values,
+            params=dict(event.params),
+            duration=event.duration,
+            reason=event.reason,
+            worker=dict(event.worker),
+            started=run.started,
+        )
+        run.finish = (event.number, digest)
+        self.stats.finished += 1
+
+    def _write_result(
+        self,
+        run: _Run,
+        *,
+        number: int,
+        state: str,
+        values: tuple[float, ...] | None,
+        params: dict[str, Any],
+        duration: float | None,
+        reason: str | None,
+        worker: dict[str, Any],
+        started: float | None,
+    ) -> None:
+        result: dict[str, Any] = {"state": state, "duration": duration}
+        if values is not None:
+            result["values"] = list(values)
+            if len(values) == 1:
+                result["value"] = values[0]
+        study, root = run.key
+        sweeper = {
+            "study": study,
+            "root": root,
+            "kind": "trial",
+            "trial": number,
+            "state": state,
+            "started": started,
+            "worker": worker,
+            "fail_reason": reason if state == "FAIL" else None,
+        }
+
+        def write(store: Any) -> None:
+            store.set_attr(("hparams",), params)
+            store.set_attr(("result",), result)
+            store.set_attr(("sweeper",), sweeper)
+
+        self._op(run, write)
+        self._set_tag(run, {"FAIL": "failed"}.get(state, state.lower()))
+
+    def _rebuild(self, record: TrialRecord) -> None:
+        """Write a finished trial's run from its record: params, result and the whole
+        curve replaced, the metrics the objective logged kept."""
+        run = self._run(record.study, record.root)
+        run.rebuild = True
+        run.number, run.started = record.number, record.started
+        run.curve = dict(record.curve)
+        curve = list(record.curve)
+        when = (
+            record.started + record.duration
+            if record.started is not None and record.duration is not None
+            else time.time()
+        )
+
+        def write_curve(store: Any) -> None:
+            store.drop_sequence(REPORT_METRIC)
+            for step, value in curve:
+                store.track(REPORT_METRIC, float(value), int(step), when)
+
+        self._op(run, write_curve)
+        self._write_result(
+            run,
+            number=record.number,
+            state=record.state,
+            values=record.values,
+            params=dict(record.params),
+            duration=record.duration,
+            reason=record.reason,
+            worker=dict(record.worker),
+            started=record.started,
+        )
+        run.finish = (record.number, record.digest)
+        self.stats.rebuilt += 1
+
+    def _is_tracked(
+        self, study: str, record: TrialRecord | TrialSummary, chunks: set[str]
+    ) -> bool:
+        """Whether the repo shows ``record`` already (or will, once flushed)."""
+        run = self._runs.get((study, record.root))
+        if run is not None and run.finish == (record.number, record.digest):
+            return True
+        return Ledger(runs=self._hashes, written=self._written).is_tracked(record, study, chunks)
+
+    def _reconcile(self, event: Reconcile) -> None:
+        """Rebuild what the repo lacks of ``event.study``, and its study run's series."""
+        chunks = self._chunk_hashes()
+        latest: dict[int, TrialSummary] = {}
+        for summary in event.finished:
+            if summary.root not in latest or summary.number > latest[summary.root].number:
+                latest[summary.root] = summary
+        records = {record.root: record for record in event.records}
+        for root, summary in latest.items():
+            if self._is_tracked(event.study, summary, chunks):
+                continue
+            record = records.get(root)
+            if record is None:
+                self.stats.lagging += 1
+                logger.warning(
+                    "tracking: trial %d is not in Aim and no record came for it; run "
+                    "`python -m sweeper track --repair`",
+                    summary.number,
+                )
+                continue
+            self._rebuild(record)
+        self._reconcile_study_run(event)
+
+    def _reconcile_study_run(self, event: Reconcile) -> None:
+        finished = list(event.finished)
+        run = self._run(event.study, None)
+        counts = {"COMPLETE": 0, "PRUNED": 0, "FAIL": 0}
+        for summary in finished:
+            counts[summary.state] = counts.get(summary.state, 0) + 1
+        directions = list(event.directions)
+
+        def check_and_rebuild(store: Any) -> None:
+            written = store.sequence("complete")
+            attrs = store.attrs() or {}
+            if max(written, default=0) == len(finished) and attrs.get("counts") == counts:
+                return
+            for name in PROGRESS_METRICS:
+                store.drop_sequence(name)
+            _write_progress(store, finished, directions)
+
+        self._op(run, check_and_rebuild)
+
+    def _progress(self, event: StudyProgress) -> None:
+        run = self._run(event.study, None)
+
+        def write(store: Any) -> None:
+            step = event.finished
+            now = time.time()
+            for name, label in (
+                ("COMPLETE", "complete"),
+                ("PRUNED", "pruned"),
+                ("FAIL", "failed"),
+            ):
+                store.track(label, float(event.counts.get(name, 0)), step, now)
+            if event.best_value is not None:
+                store.track("best_value", event.best_value, step, now)
+                store.set_attr(("best",), {"value": event.best_value, "trial": event.best_number})
+            if event.pareto_front:
+                store.track("pareto_front_size", float(len(event.pareto_front)), step, now)
+                store.set_attr(
+                    ("pareto_front",),
+                    [{"trial": n, "values": list(v)} for n, v in event.pareto_front],
+                )
+            store.set_attr(("counts",), dict(event.counts))
+
+        self._op(run, write)
 
     def _delete_study(self, study: str) -> None:
+        for key in [key for key in self._runs if key[0] == study]:
+            run = self._runs.pop(key)
+            if run.store.is_open:
+                run.store.close()
         keys = [key for key in self._hashes if key[0] == study]
-        for key in keys:
-            run = self._open.pop(key, None)
-            if run is not None:
-                run.close()
         hashes = [self._hashes.pop(key) for key in keys]
-        self._rewrite_runs_file()
+        for run_hash in hashes:
+            self._written.pop(run_hash, None)
+        self._rewrite_files()
         with contextlib.suppress(AttributeError):
             self._repo_cls._all_run_hashes.cache_clear()
         self._repo.delete_runs(hashes)
 
-    def _progress(self, event: StudyProgress) -> None:
-        run = self._run(event.study, None)
-        step = event.finished
-        for name, label in (("COMPLETE", "complete"), ("PRUNED", "pruned"), ("FAIL", "failed")):
-            run.track(float(event.counts.get(name, 0)), name=label, step=step)
-        if event.best_value is not None:
-            run.track(event.best_value, name="best_value", step=step)
-            run["best"] = {"value": event.best_value, "trial": event.best_number}
-        if event.pareto_front:
-            run.track(float(len(event.pareto_front)), name="pareto_front_size", step=step)
-            run["pareto_front"] = [
-                {"trial": number, "values": list(values)} for number, values in event.pareto_front
-            ]
-        run["counts"] = dict(event.counts)
-
     # -- runs ------------------------------------------------------------------------------
 
-    def _run(self, study: str, root: int | None, number: int | None = None) -> Any:
+    def _run(self, study: str, root: int | None) -> _Run:
         key = (study, root)
-        run = self._open.get(key)
+        run = self._runs.get(key)
         if run is not None:
             return run
-        options = {
-            "repo": self._repo,
-            "system_tracking_interval": None,
-            "log_system_params": False,
-            "capture_terminal_logs": False,
-        }
-        known = self._hashes.get(key)
-        run = None
-        if known is not None:
-            with contextlib.suppress(AttributeError):
-                # Aim caches the list of runs for half a second; a run closed just now
-                # would look missing.
-                self._repo_cls._all_run_hashes.cache_clear()
-            try:
-                run = self._run_cls(run_hash=known, force_resume=True, **options)
-            except Exception as error:
-                logger.debug(
-                    "tracking: cannot resume run %s (%s); starting a new one", known, error
-                )
-        if run is None:
-            run = self._run_cls(experiment=study, **options)
-            run.name = "study" if root is None else f"trial {root if number is None else number}"
-            run["sweeper"] = {
-                "study": study,
-                "root": root,
-                "kind": "study" if root is None else "trial",
-            }
-            self._hashes[key] = run.hash
-            self._append_runs_file({"study": study, "trial": root, "run": run.hash})
-        self._open[key] = run
+        run_hash = self._hashes.get(key)
+        if run_hash is None:
+            from aim.sdk.utils import generate_run_hash
+
+            run_hash = generate_run_hash()
+            self._hashes[key] = run_hash
+            # Before the run's databases exist: a crash never leaves a run nobody knows of.
+            self._new_lines.append({"study": study, "trial": root, "run": run_hash})
+        run = _Run(key=key, hash=run_hash, store=self._store.RunStore(self._root, run_hash))
+        if run_hash in self._written:
+            run.number = self._written[run_hash][0]  # a different one starts over
+        base = {"study": study, "root": root, "kind": "study" if root is None else "trial"}
+        run.ops.append(lambda s: None if s.existed else s.set_attr(("sweeper",), base))
+        self._runs[key] = run
         return run
 
-    def _close_run(self, key: tuple[str, int | None]) -> None:
-        run = self._open.pop(key, None)
-        if run is None:
-            return
-        run_hash = run.hash
-        run.close()
-        if self._index_runs and not self._ui_is_serving():
-            self._index(run_hash)
-        else:
-            self._unindexed.append(run_hash)
+    def _op(self, run: _Run, op: Op) -> None:
+        run.ops.append(op)
+        self._pending += 1
 
-    def index_pending(self) -> None:
-        """Index the runs closed while someone else was indexing (a UI that has stopped)."""
-        pending, self._unindexed = self._unindexed, []
-        for run_hash in dict.fromkeys(pending):
-            self._index(run_hash)
+    def _set_tag(self, run: _Run, tag: str) -> None:
+        if run.tag != tag:
+            run.tag = tag
+            run.row_dirty = True
 
-    def _index(self, run_hash: str) -> None:
+    def _write_lines(self) -> None:
+        lines, self._new_lines = self._new_lines, []
+        if lines:
+            with open(self.path / RUNS_FILE, "a") as file:
+                file.write("".join(json.dumps(line) + "\n" for line in lines))
+
+    def _write_rows(self, runs: list[_Run]) -> None:
+        rows = []
+        for run in runs:
+            if not run.row_dirty:
+                continue
+            run.row_dirty = False
+            study, root = run.key
+            rows.append(
+                self._store.RunRow(
+                    hash=run.hash,
+                    name="study" if root is None else f"trial {root}",
+                    experiment=study,
+                    tag=run.tag,
+                    created=run.started,
+                )
+            )
         try:
-            from aim.sdk.index_manager import RepoIndexManager
+            self._store.write_rows(self._repo, rows)
+        except Exception as error:
+            logger.warning("tracking: could not write the runs' names and tags: %s", error)
+            for run in runs:
+                run.row_dirty = True
 
-            RepoIndexManager.get_index_manager(self._repo).index(run_hash)
-        except Exception as error:  # the index is busy (another indexer): it will catch up
-            logger.debug("tracking: could not index run %s: %s", run_hash, error)
+    def _open_stores(self, runs: list[_Run]) -> None:
+        for run, error in zip(runs, self._pool.map(_open, runs), strict=True):
+            if error is None:
+                continue
+            if run.rebuild:
+                logger.warning(
+                    "tracking: run %s is unreadable (%s); writing it anew", run.hash, error
+                )
+                self._store.remove_chunks(self._root, run.hash)
+                error = _open(run)
+            if error is not None:
+                logger.warning("tracking: cannot open run %s: %s", run.hash, error)
+                run.ops = []
+                run.finish = None
+
+    def _close_finished(self, runs: list[_Run]) -> None:
+        if not runs:
+            return
+        end = time.time()
+        for run in runs:
+            run.store.set_end_time(end)
+        closed = list(self._pool.map(_close, [run.store for run in runs]))
+        index_now = self._index_runs and not self._ui_is_serving()
+        ledger: list[dict[str, Any]] = []
+        index = self._store.Index(self._root) if index_now else None
+        try:
+            for run, result in zip(runs, closed, strict=True):
+                finish, run.finish = run.finish, None
+                self._runs.pop(run.key, None)
+                if result is None:
+                    continue
+                if index is not None:
+                    index.add(run.hash, *result)
+                    self.stats.indexed += 1
+                else:
+                    self._unindexed.append(run.hash)
+                if finish is not None and finish[0] >= 0 and run.key[1] is not None:
+                    self._written[run.hash] = finish
+                    ledger.append({"run": run.hash, "number": finish[0], "digest": finish[1]})
         finally:
-            self._repo.container_pool.clear()  # let go of the index for other readers
+            if index is not None:
+                index.close()
+                self._repo.container_pool.clear()  # let go of the index for other readers
+        if ledger:
+            with open(self.path / LEDGER_FILE, "a") as file:
+                file.write("".join(json.dumps(line) + "\n" for line in ledger))
 
-    def _set_state_tag(self, run: Any, tag: str) -> None:
-        for old in STATE_TAGS:
-            if old != tag and old in run.tags:
-                run.remove_tag(old)
-        if tag not in run.tags:
-            run.add_tag(tag)
+    def _chunk_hashes(self) -> set[str]:
+        try:
+            return set(os.listdir(self._root / "meta" / "chunks"))
+        except FileNotFoundError:
+            return set()
 
     def _ui_is_serving(self) -> bool:
         marker = self.path / UI_MARKER
@@ -289,34 +631,126 @@ class AimWriter:
 
     # -- the runs file ---------------------------------------------------------------------
 
-    def _read_runs_file(self) -> dict[tuple[str, int | None], str]:
-        hashes: dict[tuple[str, int | None], str] = {}
-        try:
-            lines = (self.path / RUNS_FILE).read_text().splitlines()
-        except FileNotFoundError:
-            return hashes
-        for line in lines:
-            with contextlib.suppress(ValueError, KeyError, TypeError):
-                entry = json.loads(line)
-                hashes[(entry["study"], entry["trial"])] = entry["run"]
-        return hashes
-
-    def _rewrite_runs_file(self) -> None:
+    def _rewrite_files(self) -> None:
         lines = [
             json.dumps({"study": study, "trial": trial, "run": run_hash}) + "\n"
             for (study, trial), run_hash in self._hashes.items()
         ]
         (self.path / RUNS_FILE).write_text("".join(lines))
-
-    def _append_runs_file(self, entry: dict[str, Any]) -> None:
-        with open(self.path / RUNS_FILE, "a") as file:
-            file.write(json.dumps(entry) + "\n")
+        ledger = [
+            json.dumps({"run": run_hash, "number": number, "digest": digest}) + "\n"
+            for run_hash, (number, digest) in self._written.items()
+        ]
+        (self.path / LEDGER_FILE).write_text("".join(ledger))
 
     def _release(self) -> None:
         if not self._lock_file.closed:
             with contextlib.suppress(OSError):
                 fcntl.flock(self._lock_file, fcntl.LOCK_UN)
             self._lock_file.close()
+
+
+def _set_params(params: dict[str, Any], store: Any) -> None:
+    for name, value in params.items():
+        store.set_attr(("hparams", name), value)
+
+
+def _track(
+    name: str,
+    value: float,
+    step: int | None,
+    when: float,
+    context: dict[str, Any] | None,
+    store: Any,
+) -> None:
+    store.track(name, value, step, when, context)
+
+
+def _open(run: _Run) -> BaseException | None:
+    try:
+        run.store.open()
+    except Exception as error:
+        return error
+    return None
+
+
+def _close(store: Any) -> tuple[list[tuple[bytes, bytes]], str] | None:
+    """Close a finished run's databases; what the index needs of it."""
+    try:
+        items = store.meta_items()
+        store.close()
+        return items, store.checksum()
+    except Exception as error:
+        logger.warning("tracking: could not close run %s: %s", store.hash, error)
+        return None
+
+
+def _reopen_and_close(store: Any) -> tuple[list[tuple[bytes, bytes]], str] | None:
+    try:
+        store.open_existing()
+    except Exception as error:
+        logger.debug("tracking: cannot index run %s: %s", store.hash, error)
+        return None
+    return _close(store)
+
+
+def _write_progress(store: Any, finished: list[TrialSummary], directions: list[str]) -> None:
+    """The study run's series, computed from every finished trial in the order they
+    finished (what the sweeps' progress events wrote, had none been lost)."""
+    counts = {"COMPLETE": 0, "PRUNED": 0, "FAIL": 0}
+    signs = [1.0 if d == "minimize" else -1.0 for d in directions]
+    best: tuple[float, int] | None = None
+    front: list[tuple[tuple[float, ...], int]] = []
+    now = time.time()
+    for step, summary in enumerate(finished, start=1):
+        counts[summary.state] = counts.get(summary.state, 0) + 1
+        values = summary.values
+        if summary.state == "COMPLETE" and values is not None and len(values) == len(signs):
+            if len(signs) == 1:
+                if best is None or signs[0] * values[0] < signs[0] * best[0]:
+                    best = (values[0], summary.number)
+            else:
+                front = _join_front(front, values, summary.number, signs)
+        for name, label in (("COMPLETE", "complete"), ("PRUNED", "pruned"), ("FAIL", "failed")):
+            store.track(label, float(counts[name]), step, now)
+        if best is not None:
+            store.track("best_value", best[0], step, now)
+        if front:
+            store.track("pareto_front_size", float(len(front)), step, now)
+    if best is not None:
+        store.set_attr(("best",), {"value": best[0], "trial": best[1]})
+    if front:
+        store.set_attr(
+            ("pareto_front",), [{"trial": n, "values": list(v)} for v, n in sorted(front)]
+        )
+    store.set_attr(("counts",), dict(counts))
+
+
+def _join_front(
+    front: list[tuple[tuple[float, ...], int]],
+    values: tuple[float, ...],
+    number: int,
+    signs: list[float],
+) -> list[tuple[tuple[float, ...], int]]:
+    def dominates(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+        pairs = [(s * x, s * y) for s, x, y in zip(signs, a, b, strict=True)]
+        return all(x <= y for x, y in pairs) and any(x < y for x, y in pairs)
+
+    if any(dominates(other, values) for other, _ in front):
+        return front
+    return [(v, n) for v, n in front if not dominates(values, v)] + [(values, number)]
+
+
+def _lock(file: Any, wait: float) -> bool:
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except OSError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
 
 
 _DB_URL_VARIABLE = "AIM_RUN_META_DATA_DB_URL"  # what Aim's migrations read
