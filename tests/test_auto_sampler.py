@@ -42,3 +42,18 @@ def test_tpe_for_several_objectives() -> None:
         lambda t: (t.suggest_float("x", 0, 1), 1.0), 12, directions=("minimize", "minimize")
     )
     assert sampler.choose(study) == "tpe"
+
+
+def test_the_filler_samples_with_tpe_where_the_sampler_uses_gp() -> None:
+    study, sampler = _run(lambda t: t.suggest_float("x", -2, 2) ** 2, 14)
+    filler = sampler.filler()
+    assert sampler.choose(study) == "gp" and filler.choose(study) == "tpe"
+    assert sampler.uses_gp and not filler.uses_gp
+    # Its random numbers are its own: two copies of one seeded sampler would draw alike.
+    first, second = optuna.create_study(sampler=sampler), optuna.create_study(sampler=filler)
+    first.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=3)
+    second.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=3)
+    assert [t.params for t in first.trials] != [t.params for t in second.trials]
+    import pickle
+
+    assert pickle.loads(pickle.dumps(sampler)).choose(study) == "gp"  # sent to a process

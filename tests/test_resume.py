@@ -45,7 +45,7 @@ def test_kill_9_loses_nothing_and_the_next_run_reruns_interrupted_trials(project
         )
     )
     children = psutil.Process(process.pid).children()
-    assert len(children) == 3  # two workers and the tracking hub
+    assert len(children) == 4  # two workers, the tracking hub, the auto sampler's process
     process.kill()
     process.wait()
     # They notice and exit; no orphan keeps training.

@@ -94,6 +94,8 @@ class Asker:
         self._pool: collections.deque[Asked] = collections.deque()
         self._lock = threading.Lock()
         self._wanted = 1
+        self._free = 1
+        self._patience = 0.0
         self._asked = 0
         self._pending = 0
         self._stopped = False
@@ -123,21 +125,26 @@ class Asker:
                 raise error
             return None
 
-    def want(self, free: int, ends: Sequence[float], now: float) -> float | None:
+    def want(
+        self, free: int, ends: Sequence[float], now: float, patience: float = 0.0
+    ) -> float | None:
         """Keep trials ready for the ``free`` slots, and for the running trials expected to
         end at ``ends`` (times on the clock that ``now`` reads), as soon as each ends.
-        Returns when (on that clock) more should be ready, if that is later than now: call
-        again then.
+        Returns when (on that clock) to call again, if something is due later than now.
 
-        The producers make a trial every ``ask_seconds / producers``; the j-th trial to end
-        needs one ready by its end, so ``j - (end_j - now) / step`` of them must be asked
-        ahead of time. Trials that end together (equal lengths) make this deep just before
-        they end, and only then; at least one is always ready.
+        The producers that ask ahead make a trial every ``ask_seconds / producers``; the
+        j-th trial to end needs one ready by its end, so ``j - (end_j - now) / step`` of
+        them must be asked ahead of time. Trials that end together (equal lengths) make
+        this deep just before they end, and only then; at least one is always ready.
+
+        A free slot waits up to ``patience`` seconds for the ask in progress (the auto
+        sampler's GP) before a filler asks for it (its TPE).
         """
+        main, _ = self._roles()
         ahead, later = 1, None
-        if self._seconds is not None and ends:
-            working = sum(p.separate and p.alive for p in self._producers) or 1
-            step = max(self._seconds / working, 1e-6)
+        known = [p.seconds for p in main if p.seconds is not None]
+        if known and ends:
+            step = max(sum(known) / len(known) / len(main), 1e-6)
             ordered = sorted(ends)
             for j, end in enumerate(ordered, 1):
                 ahead = max(ahead, j - math.floor(max(0.0, end - now) / step))
@@ -147,19 +154,20 @@ class Asker:
                     if when > now:
                         later = when if later is None else min(later, when)
         with self._lock:
-            if free + ahead != self._wanted:
-                self._wanted = free + ahead
+            self._patience = patience
+            if free + ahead != self._wanted or free != self._free:
+                self._wanted, self._free = free + ahead, free
                 self._refill()
+            held = self._held_until()
+        if held is not None:  # the fillers wait for the ask in progress until then
+            when = now + (held - time.monotonic())
+            later = when if later is None else min(later, when)
         return later
 
     def update_space(self, space: dict[str, BaseDistribution]) -> None:
         """Parameters recent trials asked for (values for them are drawn ahead)."""
         for producer in self._producers:
             producer.update_space(space)
-
-    def observe_demand(self, trials_per_second: float) -> None:
-        for producer in self._producers:
-            producer.observe_demand(trials_per_second)
 
     def take_notes(self) -> list[str]:
         """What the sampler had to say (the ``auto`` sampler's choices), each said once."""
@@ -170,8 +178,8 @@ class Asker:
 
     @property
     def busy(self) -> bool:
-        """Whether a sampler call is in progress."""
-        return any(producer.busy for producer in self._producers)
+        """Whether a sampler call is in progress, or a sampler process is starting."""
+        return any(producer.busy or producer.starting for producer in self._producers)
 
     @property
     def ask_seconds(self) -> float | None:
@@ -212,6 +220,9 @@ class Asker:
             self._seconds = (
                 seconds if self._seconds is None else 0.7 * self._seconds + 0.3 * seconds
             )
+            producer.seconds = (
+                seconds if producer.seconds is None else 0.7 * producer.seconds + 0.3 * seconds
+            )
         self._wake()  # before the producer stops being busy: a watcher never sees it idle first
         with self._lock:
             producer.busy = False
@@ -220,7 +231,7 @@ class Asker:
     def ready(self, producer: Producer) -> None:
         """A producer that was starting can make trials now."""
         with self._lock:
-            producer.alive = True
+            producer.alive, producer.starting = True, False
             self._refill()
 
     def fail(self, producer: Producer, error: SamplingFailed) -> None:
@@ -233,27 +244,54 @@ class Asker:
 
     def _refill(self) -> None:
         """Start asks on idle producers while the pool (with asks in progress) is short.
-        Called with the lock held."""
+        Called with the lock held.
+
+        Fillers (the auto sampler's TPE copies, beside its GP) ask only for slots free now
+        that nothing ready can serve: the trials asked ahead are the GP's, and a worker
+        waits for a GP suggestion only when TPE could not have been quicker.
+        """
         while not self._stopped and self._error is None:
-            if len(self._pool) + self._pending >= self._wanted:
-                return
             if self._limit is not None and self._asked + self._pending >= self._limit:
                 return
-            idle = self._idle_producer()
-            if idle is None:
+            main, fillers = self._roles()
+            producer = None
+            if len(self._pool) + self._pending < self._wanted:
+                producer = next((p for p in main if not p.busy), None)
+            if producer is None and fillers and self._held_until() is None:
+                waiting = self._free - len(self._pool) - sum(p.busy for p in fillers)
+                if waiting > 0:
+                    producer = next((p for p in fillers if not p.busy), None)
+            if producer is None:
                 return
-            idle.busy = True
+            producer.busy = True
+            producer.started = time.monotonic()
             self._pending += 1
-            idle.request()
+            producer.request()
 
-    def _idle_producer(self) -> Producer | None:
-        """A sampler process that is free, or the thread, but only while no process is up:
-        the thread shares this process's one running thread with the orchestrator's loop."""
-        processes = [p for p in self._producers if p.separate and p.alive]
-        for producer in processes or [p for p in self._producers if p.alive]:
-            if not producer.busy:
-                return producer
-        return None
+    def _held_until(self) -> float | None:
+        """Until when (``time.monotonic``) the fillers hold off: an ask in progress that
+        should end within the patience a free slot has for it."""
+        main, fillers = self._roles()
+        if not fillers:
+            return None
+        ends = [p.started + (p.seconds if p.seconds is not None else 0.0) for p in main if p.busy]
+        soonest = min(ends, default=None)
+        if soonest is None or not 0.0 <= soonest - time.monotonic() <= self._patience:
+            return None  # none, too far off, or already later than usual: no telling when
+        return soonest
+
+    def _roles(self) -> tuple[list[Producer], list[Producer]]:
+        """The producers that ask ahead, and the fillers. A sampler process comes before the
+        thread, which asks ahead only while no process is up (it shares this process's one
+        running thread with the orchestrator's loop). Until some producer that asks ahead
+        is up, the fillers do."""
+        alive = [p for p in self._producers if p.alive]
+        main = [p for p in alive if not p.filler and p.separate]
+        main = main or [p for p in alive if not p.filler]
+        fillers = sorted((p for p in alive if p.filler), key=lambda p: not p.separate)
+        if not main:
+            return fillers, []
+        return main, fillers
 
 
 class Producer(abc.ABC):
@@ -261,8 +299,17 @@ class Producer(abc.ABC):
 
     busy = False
     alive = True
+    starting = False
+    """Whether it is getting ready (a sampler process loading the study)."""
+    seconds: float | None = None
+    """A running average of how long its asks take."""
+    started = 0.0
+    """When (``time.monotonic``) its ask in progress began."""
     separate = False
     """Whether it samples in a process of its own."""
+    filler = False
+    """Whether it only fills in for the others when they are busy (see
+    :meth:`~sweeper.study.AutoSampler.filler`)."""
 
     def attach(self, asker: Asker) -> None:
         self.asker = asker
@@ -279,9 +326,6 @@ class Producer(abc.ABC):
     def update_space(self, space: dict[str, BaseDistribution]) -> None: ...
 
     @abc.abstractmethod
-    def observe_demand(self, trials_per_second: float) -> None: ...
-
-    @abc.abstractmethod
     def take_notes(self) -> list[str]: ...
 
     @abc.abstractmethod
@@ -292,9 +336,10 @@ class Producer(abc.ABC):
 class ThreadProducer(Producer):
     """Asks on a thread of this process, with the study's own sampler."""
 
-    def __init__(self, study: optuna.Study, plan: SpecPlan) -> None:
+    def __init__(self, study: optuna.Study, plan: SpecPlan, *, filler: bool = False) -> None:
         self._study = study
         self._plan = plan
+        self.filler = filler
         self._wanted = threading.Event()
         self._closing = False
         self._thread = threading.Thread(target=self._run, name="sweeper-asker", daemon=True)
@@ -307,11 +352,6 @@ class ThreadProducer(Producer):
 
     def update_space(self, space: dict[str, BaseDistribution]) -> None:
         self._plan = replace(self._plan, recent_space=space)
-
-    def observe_demand(self, trials_per_second: float) -> None:
-        observe = getattr(self._study.sampler, "observe_demand", None)
-        if observe is not None:
-            observe(trials_per_second)
 
     def take_notes(self) -> list[str]:
         take = getattr(self._study.sampler, "take_notes", None)
@@ -362,8 +402,12 @@ class ProcessProducer(Producer):
         connection: Connection,
         init: Any,
         log: str,
+        *,
+        filler: bool = False,
     ) -> None:
         self.alive = False
+        self.starting = True
+        self.filler = filler
         self._study = study
         self._log = log
         self._process = process
@@ -385,9 +429,6 @@ class ProcessProducer(Producer):
 
     def update_space(self, space: dict[str, BaseDistribution]) -> None:
         self._send(("space", space))
-
-    def observe_demand(self, trials_per_second: float) -> None:
-        self._send(("demand", trials_per_second))
 
     def take_notes(self) -> list[str]:
         with self._notes_lock:
@@ -415,7 +456,7 @@ class ProcessProducer(Producer):
             try:
                 message = self._connection.recv()
             except (EOFError, OSError):  # it died (it says "stopped" when told to stop)
-                self.alive = False
+                self.alive = self.starting = False
                 if not self.busy:  # the others go on; what it was asking is lost with it
                     logger.warning("a sampler process exited; see %s", self._log)
                     return
@@ -441,6 +482,7 @@ class ProcessProducer(Producer):
                     continue
                 self.asker.deliver(self, Asked(live, spec, seconds))
             elif kind == "failed" and not self.alive:  # it could not start: the rest go on
+                self.starting = False
                 _, raised, trace = message
                 logger.warning("a sampler process could not start (%s); see %s", raised, self._log)
                 logger.debug("%s", trace)

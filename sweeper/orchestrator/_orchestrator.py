@@ -94,9 +94,9 @@ class Orchestrator:
     """Runs trials of one study on a backend until the budget is spent or it is stopped.
 
     - Exactly ``parallel`` trials are in flight while the budget lasts (the backend's free
-      slots). Trials are asked for ahead of demand on a thread of their own (see
-      :mod:`sweeper.orchestrator._asker`), so a slot that frees never waits for a sampler
-      call, and neither do reports, pruning decisions and tells.
+      slots). Trials are asked for ahead of demand, on a thread or in sampler processes of
+      their own (see :mod:`sweeper.orchestrator._asker`), so a slot that frees never waits
+      for a sampler call, and neither do reports, pruning decisions and tells.
     - Every asked trial is told exactly once: COMPLETE with its values, PRUNED, or FAIL with
       the reason (in the ``fail_reason`` system attribute, with the traceback).
     - Suggestions and pruning decisions are made here, by the study's sampler and pruner,
@@ -133,7 +133,6 @@ class Orchestrator:
         self._spawned: list[tuple[Any, Any]] = []
         self._news_at = 0.0
         self._last_note: str | None = None
-        self._demand_told: float | None = None
         self._ask_again: float | None = None
         self._polled_at = 0.0
         self._asker: Asker | None = None
@@ -239,20 +238,35 @@ class Orchestrator:
                 break
 
     def _producers(self, study: optuna.Study) -> list[Producer]:
-        """The sampler processes that were started, if the sampler can be sent to them, and
-        a thread of this process: it asks while the processes start, and when they are all
-        busy."""
+        """Who asks for trials: the sampler processes that were started (if the sampler can
+        be sent to them), else a thread of this process.
+
+        The auto sampler's GP samples in one of them, as many trials as it has time for;
+        the others, and a thread beside them, sample with its TPE copy
+        (:meth:`~sweeper.study.AutoSampler.filler`) when that one is busy.
+        """
         from sweeper.orchestrator import _sampler_process
+        from sweeper.study._auto import AutoSampler
 
         plan = SpecPlan(
             log_dir=str(self._log_dir),
             checkpoints=str(self._checkpoints) if self._checkpoints is not None else None,
         )
+        sampler = study.sampler
+        mixing = isinstance(sampler, AutoSampler) and sampler.uses_gp
         producers: list[Producer] = []
-        blob = _sampler_process.picklable(study.sampler) if self._spawned else None
-        if blob is not None and self._storage_location is not None:
-            spawned, self._spawned = self._spawned, []
+        spawned, self._spawned = self._spawned, []
+        if spawned and self._storage_location is not None:
             for index, (process, connection) in enumerate(spawned):
+                own = (
+                    sampler.filler()
+                    if mixing and index > 0 and isinstance(sampler, AutoSampler)
+                    else sampler
+                )
+                blob = _sampler_process.picklable(own)
+                if blob is None:
+                    self._spawned.append((process, connection))  # released by the caller
+                    continue
                 init = _sampler_process.Init(
                     storage=self._storage_location,
                     study=study.study_name,
@@ -262,8 +276,22 @@ class Orchestrator:
                     sys_path=tuple(os.path.abspath(p) if p == "" else p for p in sys.path),
                 )
                 log = str(self._log_dir / f"sampler-{index}.log")
-                producers.append(ProcessProducer(study, process, connection, init, log))
-        producers.append(ThreadProducer(study, plan))
+                producers.append(
+                    ProcessProducer(
+                        study, process, connection, init, log, filler=mixing and index > 0
+                    )
+                )
+        if not producers or not mixing:
+            producers.append(ThreadProducer(study, plan))
+        if mixing:
+            assert isinstance(sampler, AutoSampler)
+            filling = optuna.load_study(
+                study_name=study.study_name,
+                storage=study._storage,
+                sampler=sampler.filler(),
+                pruner=study.pruner,
+            )
+            producers.append(ThreadProducer(filling, plan, filler=True))
         return producers
 
     def _release_unused_samplers(self) -> None:
@@ -399,7 +427,7 @@ class Orchestrator:
             self._submit(study, asked)
             free = self._backend.free_slots()
         now = self._backend.now()
-        later = self._asker.want(free, self._expected_ends(), now)
+        later = self._asker.want(free, self._expected_ends(), now, self._patience())
         self._ask_again = None if later is None else time.monotonic() + (later - now)
         self._stats.running = len(self._backend.running)
 
@@ -420,6 +448,13 @@ class Orchestrator:
     def _parallel(self) -> int:
         return len(self._backend.running) + self._backend.free_slots()
 
+    def _patience(self) -> float:
+        """How long a free slot waits for a GP suggestion in progress rather than take a TPE
+        one: a quarter of a typical trial (a GP trial is worth about two TPE ones)."""
+        if not self._durations:
+            return 0.0
+        return 0.25 * statistics.median(self._durations)
+
     def _expected_ends(self) -> list[float]:
         """When the running trials may end, from how long recent trials ran: early rather
         than late (the first quartile), since a trial asked too early waits in the pool
@@ -429,14 +464,6 @@ class Orchestrator:
         ordered = sorted(self._durations)
         early = ordered[len(ordered) // 4]
         return [started + early for started in self._submitted.values()]
-
-    def _rate(self) -> float | None:
-        """Trials a second the workers finish (so need), from how long recent trials ran:
-        not from how many finished lately, which falls when they wait for the sampler."""
-        if not self._durations:
-            return None
-        typical = statistics.fmean(self._durations)
-        return self._parallel() / max(typical, 1e-3)
 
     def _sampler_news(self) -> None:
         """Pass on what the sampler has to say (the auto sampler's choices; said once even
@@ -451,16 +478,6 @@ class Orchestrator:
             if key != self._last_note:
                 self._last_note = key
                 self._reporter.note(text)
-
-    def _tell_demand(self) -> None:
-        """Tell the sampler how fast the workers need trials, when that changed: before it
-        is asked for the next trial, so that its choice (auto: GP or TPE) knows."""
-        rate = self._rate()
-        if self._asker is None or rate is None:
-            return
-        if self._demand_told is None or abs(rate - self._demand_told) > 0.05 * self._demand_told:
-            self._demand_told = rate
-            self._asker.observe_demand(rate)
 
     def _remember_param(self, number: int, name: str, distribution: Any) -> None:
         """Note a parameter a trial asked for, so later trials get a value drawn ahead.
@@ -596,7 +613,6 @@ class Orchestrator:
         submitted = self._submitted.pop(result.number, None)
         if submitted is not None:
             self._durations.append(self._polled_at - submitted)
-            self._tell_demand()
         self._deadlines.pop(result.number, None)
         state, values = result.state, result.values
         reason, trace = result.reason, result.traceback

@@ -6,11 +6,10 @@ for a trial and samples what can be sampled up front (:func:`~._spec.prepare_spe
 asked trial is in the storage, which the orchestrator shares; the process sends back its id,
 its spec and its jointly sampled parameters.
 
-Messages in: an :class:`Init` first, then ``("ask",)``, ``("space", space)``,
-``("demand", trials_per_second)`` and ``("stop",)``. Messages out: ``("ready",)`` or
-``("failed", error, traceback)`` after the init, then ``("asked", trial_id, spec,
-relative_params, relative_search_space, seconds, notes)`` or ``("failed", error, traceback)``
-per ask, and ``("stopped",)`` last.
+Messages in: an :class:`Init` first, then ``("ask",)``, ``("space", space)`` and
+``("stop",)``. Messages out: ``("ready",)`` or ``("failed", error, traceback)`` after the
+init, then ``("asked", trial_id, spec, relative_params, relative_search_space, seconds,
+notes)`` or ``("failed", error, traceback)`` per ask, and ``("stopped",)`` last.
 """
 
 from __future__ import annotations
@@ -60,12 +59,13 @@ def picklable(sampler: optuna.samplers.BaseSampler) -> bytes | None:
 def spawn(log: Path, env: dict[str, str] | None = None) -> tuple[object, Connection]:
     """Start a sampler process (it waits for its :class:`Init`); its output goes to ``log``."""
     log.parent.mkdir(parents=True, exist_ok=True)
+    environ = dict(os.environ if env is None else env)
+    # One core each: a GP fit's torch and numpy would otherwise spread over every core and
+    # take them from the orchestrator and the workers (as Optuna's GPSampler docs advise).
+    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        environ.setdefault(variable, "1")
     with open(log, "ab") as output:
-        return spawn_python(
-            "sweeper.orchestrator._sampler_process",
-            env=dict(os.environ if env is None else env),
-            output=output,
-        )
+        return spawn_python("sweeper.orchestrator._sampler_process", env=environ, output=output)
 
 
 def serve(connection: Connection) -> None:
@@ -94,7 +94,6 @@ def serve(connection: Connection) -> None:
     connection.send(("ready",))
     plan = init.plan
     take_notes = getattr(sampler, "take_notes", None)
-    observe = getattr(sampler, "observe_demand", None)
     while True:
         try:
             message = connection.recv()
@@ -123,8 +122,6 @@ def serve(connection: Connection) -> None:
             connection.send(reply)
         elif kind == "space":
             plan = replace(plan, recent_space=message[1])
-        elif kind == "demand" and observe is not None:
-            observe(message[1])
         elif kind == "stop":
             connection.send(("stopped",))
             return

@@ -158,7 +158,9 @@ def sweep(
         callbacks=callbacks,
         storage_location=opened_storage.location or None,
         sampler_processes=(
-            default_sampler_processes(parallel) if sampler_processes is None else sampler_processes
+            default_sampler_processes(parallel, sampler)
+            if sampler_processes is None
+            else sampler_processes
         ),
     )
     try:
@@ -181,16 +183,20 @@ def sweep(
     )
 
 
-def default_sampler_processes(parallel: int) -> int:
+def default_sampler_processes(parallel: int, sampler: optuna.samplers.BaseSampler) -> int:
     """How many sampler processes ask for trials for ``parallel`` workers.
 
-    None below 8 workers: a thread of the orchestrator keeps up with them, and a process
-    costs most of a second of start-up. From 8, one for every two cores, at most 4: each
-    samples on a core of its own, which a thread cannot.
+    From 8 workers, one for every two cores, at most 4: each samples on a core of its own,
+    which a thread of the orchestrator cannot (its threads take turns). Below 8, a thread
+    keeps up and a process would cost most of a second of start-up; except for the auto
+    sampler, whose GP fits would take the thread's turns from the loop and from the TPE
+    that fills in for it: it gets one.
     """
-    if parallel < 8:
-        return 0
-    return max(1, min(4, (os.cpu_count() or 2) // 2))
+    from sweeper.study._auto import AutoSampler
+
+    if parallel >= 8:
+        return max(1, min(4, (os.cpu_count() or 2) // 2))
+    return 1 if isinstance(sampler, AutoSampler) else 0
 
 
 def _run(

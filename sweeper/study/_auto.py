@@ -1,31 +1,34 @@
-"""The ``auto`` sampler: Gaussian-process Bayesian optimisation where it does best and can
-keep up, TPE elsewhere.
+"""The ``auto`` sampler: Gaussian-process Bayesian optimisation where it does best, TPE for
+the rest, and TPE for the trials GP has no time for.
 
-Measured by ``python -m bench`` (sample efficiency with 8 trials in flight): TPE samples each
-trial as if the ones still running did not exist, while Optuna's GPSampler chooses each new
-trial knowing them (batch expected improvement, qLogEI), and needs fewer trials to reach a
-target. But a GP suggestion costs tenths of a second (more as the study grows), a TPE one
-milliseconds: with many workers and short trials, GP cannot sample as fast as the workers
-need trials, and the sweep would wait for it. So GP is used when:
+Measured by ``python -m bench``: Optuna's GPSampler chooses each new trial knowing the ones
+still running (batch expected improvement, qLogEI) and needs far fewer trials than TPE to
+reach a target on smooth numerical problems (Hartmann-6: 30-50 against 60-130). But a GP
+suggestion costs tenths of a second, more as the study grows, and a TPE one milliseconds:
+with many workers and short trials, GP alone cannot sample as fast as workers free up. So
+in a sweep GP samples every trial it has time for, and a copy of this sampler that never
+uses GP (:meth:`filler`) samples the others with TPE, on another thread or process: every
+worker stays busy, and GP still sees, and conditions on, every trial. With few workers or
+long trials GP has time for all of them; with 64 workers and one-second trials it samples a
+few a second and TPE the rest, which reached the target sooner in the capacity benchmark
+than either alone.
+
+GP is used for a trial when:
 
 - the study has one objective,
 - every finished trial asked for the same parameters (no conditional ones), at most
   ``max_params`` of them,
-- fewer than ``max_trials`` trials have finished,
-- and GP keeps up: the time one GP suggestion takes (measured as the sweep goes; at first
-  ``gp_seconds``) times the rate at which workers need trials (told by the orchestrator,
-  :meth:`observe_demand`) is at most ``max_load``. With no rate told (plain
-  ``study.optimize``), this condition holds.
+- fewer than ``max_trials`` trials have finished (GP's cost grows with them),
 
-Otherwise TPE (Optuna's default) samples. Both start with random trials, and each trial is
+and otherwise TPE (Optuna's default). Both start with random trials, and each trial is
 sampled by one sampler from start to end. Each change of sampler is announced once, with
 its reason (:meth:`take_notes`).
 """
 
 from __future__ import annotations
 
+import copy
 import threading
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -45,21 +48,16 @@ class AutoSampler(BaseSampler):
         n_startup_trials: int = 10,
         max_params: int = 16,
         max_trials: int = 400,
-        max_load: float = 0.5,
-        gp_seconds: float = 0.2,
     ) -> None:
         self._seed = seed
         self._n_startup_trials = n_startup_trials
         self._max_params = max_params
         self._max_trials = max_trials
-        self._max_load = max_load
+        self._uses_gp = True
         self._tpe = optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup_trials)
         self._gp: BaseSampler | None = None  # built on first use: it imports torch
         self._chosen: dict[int, BaseSampler] = {}
-        self._gp_seconds = gp_seconds
-        self._demand: float | None = None
         self._current: str | None = None
-        self._too_slow = False
         self._notes: list[str] = []
         self._lock = threading.Lock()
 
@@ -71,18 +69,30 @@ class AutoSampler(BaseSampler):
             )
         return self._gp
 
+    @property
+    def uses_gp(self) -> bool:
+        """False for a :meth:`filler`."""
+        return self._uses_gp
+
+    def filler(self) -> AutoSampler:
+        """A copy that samples with TPE where this one would use GP: it samples, beside
+        this one, the trials GP has no time for. Its random numbers are its own."""
+        other = copy.deepcopy(self)
+        other._uses_gp = False
+        other._gp = None
+        other._chosen = {}
+        other._notes = []
+        other.reseed_rng()
+        return other
+
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        del state["_lock"]  # sent to a sampler process: locks do not pickle
+        del state["_lock"]  # sent to a sampler process, or copied: locks do not pickle
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._lock = threading.Lock()
-
-    def observe_demand(self, trials_per_second: float) -> None:
-        """How many trials a second the workers need (the orchestrator says so as it goes)."""
-        self._demand = trials_per_second
 
     def take_notes(self) -> list[str]:
         """What changed in the choice of sampler since the last call, and why."""
@@ -109,20 +119,12 @@ class AutoSampler(BaseSampler):
         n_params = len(next(iter(names)))
         if n_params > self._max_params:
             return "tpe", f"there are {n_params} parameters, more than GP handles well"
-        space = f"one objective and a fixed space of {n_params} parameters"
-        demand = self._demand
-        if demand is None:
-            return "gp", space
-        wording = (
-            f"a GP suggestion takes {self._gp_seconds:.2g} s and the workers need "
-            f"{demand:.3g} trials/s"
+        if not self._uses_gp:
+            return "tpe", "filler"
+        return "gp", (
+            f"one objective and a fixed space of {n_params} parameters (TPE samples the "
+            "trials GP has no time for)"
         )
-        # Once GP proved too slow, it comes back only well below the limit.
-        limit = self._max_load / 2 if self._too_slow else self._max_load
-        self._too_slow = demand * self._gp_seconds > limit
-        if self._too_slow:
-            return "tpe", f"{wording}, so GP would keep them waiting"
-        return "gp", f"{space}, and {wording}"
 
     def _for(self, study: optuna.Study, trial: FrozenTrial) -> BaseSampler:
         sampler = self._chosen.get(trial.number)
@@ -130,7 +132,10 @@ class AutoSampler(BaseSampler):
             choice, reason = self._decide(study)
             sampler = self.gp if choice == "gp" else self._tpe
             self._chosen[trial.number] = sampler
-            if reason != "startup" and choice != self._current:
+            if len(self._chosen) > 2000:  # a producer's copy asks but never tells: forget
+                for number in list(self._chosen)[:1000]:
+                    del self._chosen[number]
+            if reason not in ("startup", "filler") and choice != self._current:
                 self._current = choice
                 name = "Gaussian process (GP)" if choice == "gp" else "TPE"
                 with self._lock:
@@ -147,14 +152,7 @@ class AutoSampler(BaseSampler):
     def sample_relative(
         self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
     ) -> dict[str, Any]:
-        sampler = self._for(study, trial)
-        if sampler is not self._gp or not search_space:
-            return sampler.sample_relative(study, trial, search_space)
-        started = time.perf_counter()
-        params = sampler.sample_relative(study, trial, search_space)
-        seconds = time.perf_counter() - started
-        self._gp_seconds = 0.7 * self._gp_seconds + 0.3 * seconds
-        return params
+        return self._for(study, trial).sample_relative(study, trial, search_space)
 
     def sample_independent(
         self,
