@@ -175,9 +175,17 @@ def commit_volume(name: str | None) -> None:
 
 
 def aim_hub_remote(queue: Any, secret: str, volume: str, commit_every: float = 30.0) -> None:
-    """The Aim hub: the only writer of the repo on the Volume. Serves the UI while it runs."""
+    """The Aim hub: the only writer of the repo on the Volume. Serves the UI while it runs.
+
+    It cannot read the study's storage: what the repo lacks (a hub killed before it
+    committed, events it never got) arrives from the orchestrator as reconcile and rebuild
+    events, read from the storage there. Events that arrive together are written together.
+    """
     from sweeper.tracking._writer import AimWriter
 
+    if volume:
+        with contextlib.suppress(Exception):  # a new container sees the last commit anyway
+            modal.Volume.from_name(volume).reload()
     writer = AimWriter(volume_path("aim"), index_runs=False)  # the UI indexes while it runs
     try:
         with _served_ui(queue, secret):
@@ -193,6 +201,7 @@ def aim_hub_remote(queue: Any, secret: str, volume: str, commit_every: float = 3
                         closing = True
                     else:
                         writer.apply(batch)
+                writer.flush()
                 if time.monotonic() - committed > commit_every:
                     commit_volume(volume)
                     committed = time.monotonic()

@@ -13,7 +13,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from sweeper._config import env_settings, normalize_keys
 from sweeper._errors import StorageError
-from sweeper.cli._main import EXIT_OK, dump_json
+from sweeper.cli._main import EXIT_FAILED, EXIT_OK, dump_json
 from sweeper.objective._file import read_objective_file
 from sweeper.progress._base import format_params, format_values
 from sweeper.study._recovery import FAIL_REASON_KEY, LOG_KEY, sweeps
@@ -28,10 +28,10 @@ STATE_LABELS = {
 }
 
 
-def _locate(args: argparse.Namespace) -> tuple[optuna.Study, str]:
-    """The study the arguments point at, and how to show its storage."""
+def _settings(args: argparse.Namespace) -> dict[str, object]:
+    """The settings the arguments, the objective file and the environment give."""
     settings: dict[str, object] = {}
-    if args.file:
+    if getattr(args, "file", None):
         settings.update(normalize_keys(read_objective_file(args.file).settings, "SWEEP"))
         settings.setdefault("study", Path(args.file).stem)
     for key, value in env_settings().items():
@@ -40,6 +40,13 @@ def _locate(args: argparse.Namespace) -> tuple[optuna.Study, str]:
         settings["study"] = args.study
     if args.storage:
         settings["storage"] = args.storage
+    if getattr(args, "aim_repo", None):
+        settings["aim_repo"] = args.aim_repo
+    return settings
+
+
+def _open(settings: dict[str, object]) -> tuple[optuna.storages.BaseStorage, str, list[str]]:
+    """The storage the settings name (read-only), how to show it, and its studies."""
     storage_spec = settings.get("storage")
     if storage_spec is None and not (home() / DEFAULT_JOURNAL).exists():
         raise StorageError(
@@ -49,7 +56,20 @@ def _locate(args: argparse.Namespace) -> tuple[optuna.Study, str]:
     opened = open_storage(str(storage_spec) if storage_spec else None, read_only=True)
     for note in opened.notes:
         sys.stderr.write(f"warning: {note}\n")
-    names = study_names(opened.storage)
+    return opened.storage, opened.description, study_names(opened.storage)
+
+
+def _aim_repo(settings: dict[str, object]) -> Path:
+    repo = settings.get("aim_repo")
+    return Path(str(repo)).expanduser() if repo else home() / "aim"
+
+
+def _locate(
+    args: argparse.Namespace, settings: dict[str, object] | None = None
+) -> tuple[optuna.Study, str]:
+    """The study the arguments point at, and how to show its storage."""
+    settings = _settings(args) if settings is None else settings
+    storage, description, names = _open(settings)
     name = settings.get("study")
     if name is None:
         if len(names) == 1:
@@ -57,21 +77,21 @@ def _locate(args: argparse.Namespace) -> tuple[optuna.Study, str]:
         else:
             listed = ", ".join(names) if names else "none"
             raise StorageError(
-                f"{opened.description} holds {len(names)} studies ({listed}). "
-                "Pick one with --study NAME."
+                f"{description} holds {len(names)} studies ({listed}). Pick one with --study NAME."
             )
     if name not in names:
         listed = ", ".join(names) if names else "none"
         raise StorageError(
-            f"no study {name!r} in {opened.description} (studies there: {listed}). "
+            f"no study {name!r} in {description} (studies there: {listed}). "
             "Check --study and --storage."
         )
-    study = optuna.load_study(study_name=str(name), storage=opened.storage)
-    return study, opened.description
+    study = optuna.load_study(study_name=str(name), storage=storage)
+    return study, description
 
 
 def status(args: argparse.Namespace) -> int:
-    study, where = _locate(args)
+    settings = _settings(args)
+    study, where = _locate(args, settings)
     trials = study.get_trials(deepcopy=False)
     counts = Counter(t.state.name for t in trials)
     directions = ", ".join(d.name.lower() for d in study.directions)
@@ -109,7 +129,86 @@ def status(args: argparse.Namespace) -> int:
     finished = [t.datetime_complete for t in trials if t.datetime_complete]
     if finished:
         out.write(f"  last trial finished {_ago(max(finished))}\n")
+    aim_line = _aim_line(study, _aim_repo(settings))
+    if aim_line:
+        out.write(f"  {aim_line}\n")
     return EXIT_OK
+
+
+def _aim_line(study: optuna.Study, repo: Path) -> str | None:
+    """Whether the Aim repo shows every finished trial of ``study`` (None: it tracks none
+    of this study, so it is not this study's repo)."""
+    from sweeper.tracking._reconcile import Ledger, lag
+
+    if not any(key[0] == study.study_name for key in Ledger.read(repo).runs):
+        return None
+    behind = lag(study._storage, study.study_name, repo)
+    shown = _shown(repo)
+    if not behind:
+        return f"Aim: every finished trial is in {shown}"
+    return (
+        f"Aim lags behind the storage: {_count(len(behind))} not in {shown} yet "
+        f"({_numbers(behind)}); the next run of the study writes them, or now: "
+        "python -m sweeper track --repair"
+    )
+
+
+def track(args: argparse.Namespace) -> int:
+    """``track``: say whether the Aim repo shows every finished trial; ``--repair`` makes
+    it (exit status 1 when something is missing and was not repaired)."""
+    from sweeper.tracking._reconcile import lag
+
+    settings = _settings(args)
+    storage, description, names = _open(settings)
+    studies = [str(settings["study"])] if settings.get("study") else names
+    for name in studies:
+        if name not in names:
+            raise StorageError(f"no study {name!r} in {description}. Check --study and --storage.")
+    repo = _aim_repo(settings)
+    out = sys.stdout
+    out.write(f"Aim repo {_shown(repo)}, studies in {description}\n")
+    if args.repair:
+        from sweeper.tracking._repair import repair
+
+        for report in repair(storage, studies, repo):
+            removed = (
+                f", {report.duplicates} duplicate run{'s' if report.duplicates != 1 else ''} "
+                "removed"
+                if report.duplicates
+                else ""
+            )
+            out.write(
+                f"  {report.study}: {_count(report.finished)}; "
+                f"{report.rebuilt} run{'s' if report.rebuilt != 1 else ''} rebuilt{removed}\n"
+            )
+    missing = 0
+    for name in studies:
+        behind = lag(storage, name, repo)
+        missing += len(behind)
+        if behind:
+            out.write(f"  {name}: {_count(len(behind))} not in Aim ({_numbers(behind)})\n")
+        elif not args.repair:
+            out.write(f"  {name}: every finished trial is in Aim\n")
+    if missing and not args.repair:
+        out.write("Run `python -m sweeper track --repair` to write them.\n")
+    return EXIT_FAILED if missing else EXIT_OK
+
+
+def _count(n: int) -> str:
+    return f"{n} finished trial{'s' if n != 1 else ''}"
+
+
+def _numbers(numbers: list[int]) -> str:
+    shown = ", ".join(str(n) for n in numbers[:10])
+    more = f" and {len(numbers) - 10} more" if len(numbers) > 10 else ""
+    return f"trial{'s' if len(numbers) != 1 else ''} {shown}{more}"
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def best(args: argparse.Namespace) -> int:

@@ -143,6 +143,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ui.add_argument("--volume", metavar="NAME", help=option_help("volume"))
 
+    track = commands.add_parser(
+        "track",
+        help="check that the Aim repo shows every finished trial (--repair: make it)",
+        description="Compare the Aim repo with the studies' storage: every finished trial "
+        "should have its run, with its parameters, curve, state and value. A sweep does this "
+        "when it starts; --repair does it now, checking each run's content too, rebuilding "
+        "what differs from the storage and removing duplicated runs. Exit status 1 when "
+        "something is missing.",
+    )
+    track.add_argument("file", metavar="FILE", nargs="?", help="objective file (names the study)")
+    _add_study_arguments(track)
+    track.add_argument("--aim-repo", dest="aim_repo", metavar="PATH", help=option_help("aim_repo"))
+    track.add_argument(
+        "--repair", action="store_true", help="rebuild what the repo lacks from the storage"
+    )
+
     best = commands.add_parser("best", help="print the best trial (or the Pareto front)")
     best.add_argument("file", metavar="FILE", nargs="?", help="objective file (names the study)")
     _add_study_arguments(best)
@@ -159,8 +175,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args)
         if args.command == "ui":
             return _ui(args)
-        from sweeper.cli._inspect import best, status
+        from sweeper.cli._inspect import best, status, track
 
+        if args.command == "track":
+            return track(args)
         return status(args) if args.command == "status" else best(args)
     except UsageError as error:
         sys.stderr.write(f"error: {error}\n")

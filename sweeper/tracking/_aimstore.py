@@ -100,6 +100,28 @@ class RunStore:
         self.set_end_time(None)
         self.open_seqs()
 
+    def read(
+        self, name: str, context: Mapping[str, Any] | None = None
+    ) -> tuple[Any, dict[int, float]]:
+        """An existing run's params and one sequence, read without writing anything."""
+        meta = RocksContainer(str(self.root / "meta" / "chunks" / self.hash), read_only=True)
+        try:
+            self._meta = meta
+            self._load()
+            attrs = self.attrs()
+        finally:
+            self._meta = None
+            meta.close()
+        seqs_path = self.root / "seqs" / "chunks" / self.hash
+        if not seqs_path.is_dir():
+            return attrs, {}
+        self._seqs = RocksContainer(str(seqs_path), read_only=True)
+        try:
+            return attrs, self.sequence(name, context)
+        finally:
+            self._seqs.close()
+            self._seqs = None
+
     def open_existing(self) -> None:
         """Open an existing run's databases without changing anything (to index it)."""
         meta_path = self.root / "meta" / "chunks" / self.hash

@@ -5,26 +5,32 @@ process of its own keeps Aim's work (and its imports) off the orchestrator, so t
 does not hold up the sweep.
 
 Messages in: a list of events (write them), or ``"close"`` (finish every run, answer
-``("closed",)`` and exit). Messages out: ``("ready", path)`` or ``("failed", reason)`` first.
-Events that arrive together are written together (:meth:`AimWriter.flush`), so the more
-the hub is sent at once, the less each costs.
+``("closed",)`` and exit). Messages out: ``("ready", path)`` or ``("failed", reason)`` first,
+then ``("written", n)`` after each batch (``n`` trials finished in it: the tracker bounds
+what is in flight with it). A thread reads the socket as messages come, so the sweep's
+sends never wait for a batch being written; events that arrived together are written
+together (:meth:`AimWriter.flush`), so the more the hub is sent at once, the less each costs.
 
-Once ready, the hub outlives the orchestrator: if that is killed, the hub still writes and
-closes what it was sent (it holds the repo's lock meanwhile, which the next sweep's hub
-waits for), and the rest is rebuilt from the storage when the study runs again.
+Once ready, the hub outlives the orchestrator: a sweep that stops waiting for Aim (or is
+killed) leaves it to write and close what it was sent, holding the repo's lock meanwhile
+(the next sweep's hub waits for it); anything it never got is rebuilt from the storage when
+the study runs again.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import sys
 import threading
 import time
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
+from typing import Any
 
 from sweeper._process import child_main
+from sweeper.tracking._events import TrialFinished
 from sweeper.tracking._writer import AimWriter, TrackingError
 
 LOCK_WAIT = 60.0
@@ -32,8 +38,11 @@ LOCK_WAIT = 60.0
 finishing what it was sent."""
 _GATHER_SECONDS = 0.25
 """Events that keep arriving are written at least this often."""
+_GATHER_TRIALS = 100
+"""At most this many finished trials are written in one batch."""
 ORPHAN_SECONDS = 300.0
 """A hub whose sweep went away exits after this long, written or not."""
+_END = object()
 
 
 def serve(connection: Connection, repo: str) -> None:
@@ -44,16 +53,24 @@ def serve(connection: Connection, repo: str) -> None:
         return
     outlive_parent()
     connection.send(("ready", str(writer.path)))
+    inbox: queue.Queue[Any] = queue.Queue()
+    threading.Thread(target=_read, args=(connection, inbox), daemon=True).start()
     try:
         while True:
-            message = _receive(connection)
+            message = inbox.get()
+            finished = 0
             gathered = time.monotonic()
-            while message not in ("close", None):
-                writer.apply(message)  # type: ignore[arg-type]
-                if time.monotonic() - gathered > _GATHER_SECONDS or not connection.poll(0):
+            while isinstance(message, list):
+                writer.apply(message)
+                finished += sum(isinstance(event, TrialFinished) for event in message)
+                if finished >= _GATHER_TRIALS or time.monotonic() - gathered > _GATHER_SECONDS:
+                    message = None
                     break
-                message = _receive(connection)
-            if message is None:  # the sweep is gone: finish what it sent
+                try:
+                    message = inbox.get_nowait()
+                except queue.Empty:
+                    message = None
+            if message is _END:  # the sweep is gone: finish what it sent
                 _exit_after(ORPHAN_SECONDS)
                 return
             if message == "close":
@@ -62,15 +79,22 @@ def serve(connection: Connection, repo: str) -> None:
                     connection.send(("closed",))
                 return
             writer.flush()
+            with contextlib.suppress(OSError):
+                connection.send(("written", finished))
     finally:
         writer.close()
 
 
-def _receive(connection: Connection) -> object:
-    try:
-        return connection.recv()
-    except (EOFError, OSError):
-        return None
+def _read(connection: Connection, inbox: queue.Queue[Any]) -> None:
+    while True:
+        try:
+            message = connection.recv()
+        except (EOFError, OSError):
+            inbox.put(_END)
+            return
+        inbox.put(message)
+        if message == "close":
+            return
 
 
 def _exit_after(seconds: float) -> None:

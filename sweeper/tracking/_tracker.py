@@ -10,9 +10,13 @@ thread reads the study's finished trials from the storage and sends a
 (killed, or its writer killed) is written now. When the writer falls behind by more than it
 can write in about a second, the events of new trials are dropped rather than queued, and
 each such trial is rebuilt from the storage once it has finished and the writer has caught
-up; the local writer is restarted if it dies, and reconciled again. Only what the storage
-does not have (metrics the objective logs) can be lost, and only when it is over the
-bound: that is reported, as is any other problem (``take_problem``).
+up; the writer is restarted if it dies, and reconciled again. Only what the storage does
+not have (metrics the objective logs) can be lost, and only when it is over the bound:
+that is reported, as is any other problem (``take_problem``).
+
+Closing waits for the writer for at most :data:`CLOSE_SECONDS` once it is ready: a local
+writer that needs longer finishes in the background (it holds the repo's lock until then),
+and what it did not get is rebuilt when the study runs again.
 """
 
 from __future__ import annotations
@@ -57,6 +61,9 @@ MAX_EVENTS = 100_000
 MAX_TRIALS = 300
 """Finished trials the queue holds at most: about what the writer writes in a second and a
 half, so that a sweep whose trials are done is not held up by Aim."""
+CLOSE_SECONDS = 1.5
+"""How long closing waits for a local writer, from when it was asked to or the writer was
+ready, whichever is later."""
 _REBUILD_BATCH = 200
 _RESTARTS = 3
 _CHECK_SECONDS = 2.0
@@ -135,6 +142,8 @@ class BatchingTracker(Tracker):
 
     enabled = True
     _restartable = False
+    _close_budget: float | None = None
+    """How long closing waits for the writer once it is ready (None: until it is done)."""
 
     def __init__(self) -> None:
         self._queue: collections.deque[Event] = collections.deque()
@@ -151,6 +160,10 @@ class BatchingTracker(Tracker):
         """Trials whose events are dropped: rebuilt from the storage once finished."""
         self._to_rebuild: list[int] = []
         self._progress_dropped = False
+        self._in_flight = 0
+        """Finished trials sent to the writer and not written yet (where it says so)."""
+        self._ready_at: float | None = None
+        self._close_at: float | None = None
         self.dropped = 0
         self.lost_metrics = 0
         self.restarts = 0
@@ -189,7 +202,9 @@ class BatchingTracker(Tracker):
     def _over_bound(self, event: Event) -> bool:
         if len(self._queue) >= MAX_EVENTS:
             return True
-        if self._queued_finishes < MAX_TRIALS or not isinstance(event, REBUILDABLE):
+        if self._queued_finishes + self._in_flight < MAX_TRIALS or not isinstance(
+            event, REBUILDABLE
+        ):
             return False
         # Over the trial bound: drop what is new, keep what completes a queued trial.
         key = _key(event)
@@ -215,10 +230,16 @@ class BatchingTracker(Tracker):
             return self._problems.pop(0) if self._problems else None
 
     def close(self, timeout: float = 600.0) -> None:
+        self._close_at = time.monotonic()
         self._closing = True
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
+
+    def _deadline(self, seconds: float) -> float:
+        """``seconds`` after closing was asked for or the writer was ready, whichever is later."""
+        start = max(self._close_at or time.monotonic(), self._ready_at or time.monotonic())
+        return start + seconds
 
     def _problem(self, text: str) -> None:
         with self._lock:
@@ -234,6 +255,7 @@ class BatchingTracker(Tracker):
     def _run(self) -> None:
         try:
             self._open()
+            self._ready_at = time.monotonic()
             self._reconcile()
         except TrackingUnavailable as error:
             self._fail(str(error))
@@ -276,14 +298,21 @@ class BatchingTracker(Tracker):
         while self._queue:
             with self._lock:
                 batch = [self._queue.popleft() for _ in range(min(_BATCH, len(self._queue)))]
-                self._queued_finishes -= sum(isinstance(e, TrialFinished) for e in batch)
+                finishes = sum(isinstance(e, TrialFinished) for e in batch)
+                self._queued_finishes -= finishes
             self._send(batch)
+            self._in_flight += finishes
             self.sent += len(batch)
 
     def _send_rebuilds(self, *, everything: bool) -> None:
         """Send the records of dropped trials, a batch at a time while the writer keeps up
-        (all of them when the sweep is closing)."""
+        (when the sweep is closing, as many as there is time for)."""
         while self._to_rebuild and self._source is not None:
+            if everything and self._close_budget is not None:
+                if time.monotonic() > self._deadline(self._close_budget):
+                    return  # the next start reconciles the rest
+            elif self._in_flight >= MAX_TRIALS:
+                return
             with self._lock:
                 numbers, self._to_rebuild = (
                     self._to_rebuild[:_REBUILD_BATCH],
@@ -320,7 +349,9 @@ class BatchingTracker(Tracker):
             self._queue.clear()
             self._queue.extend(kept)
             self._queued_finishes = 0
+        self._in_flight = 0
         self._open()
+        self._ready_at = time.monotonic()
         self._reconcile()  # what was finished, as the storage has it
 
     def _report_losses(self) -> None:
@@ -352,6 +383,7 @@ class HubTracker(BatchingTracker):
     """Tracking into the Aim repo at ``repo``, written by a local hub process."""
 
     _restartable = True
+    _close_budget = CLOSE_SECONDS
 
     def __init__(self, repo: str | os.PathLike[str], *, log_path: str | os.PathLike[str]):
         super().__init__()
@@ -399,18 +431,57 @@ class HubTracker(BatchingTracker):
         connection = self._connection
         assert connection is not None
         try:
+            self._take_acks()
             while not _writable(connection):  # a writer that died is noticed while waiting
                 if self._process is not None and self._process.poll() is not None:
                     raise OSError("exited")
+                self._take_acks()
             connection.send(message)
         except (EOFError, OSError) as error:
             raise TrackingUnavailable(
                 f"the tracking process stopped ({error}); see {self._log_path}"
             ) from None
 
+    def _take_acks(self) -> None:
+        connection = self._connection
+        assert connection is not None
+        while connection.poll(0):
+            message = connection.recv()
+            if message[0] == "written":
+                self._in_flight = max(0, self._in_flight - int(message[1]))
+
     def _finish(self) -> None:
         self._send_message("close")
-        self._receive()  # ("closed",): every run is finished and indexed
+        connection = self._connection
+        assert connection is not None
+        deadline = self._deadline(CLOSE_SECONDS)
+        try:
+            while connection.poll(max(0.0, deadline - time.monotonic())):
+                message = connection.recv()
+                if message[0] == "closed":  # every run is finished and indexed
+                    self._process = None if self._exited(10.0) else self._process
+                    return
+                if message[0] == "written":
+                    self._in_flight = max(0, self._in_flight - int(message[1]))
+        except (EOFError, OSError):
+            raise TrackingUnavailable(
+                f"the tracking process stopped; see {self._log_path}"
+            ) from None
+        pid = self._process.pid if self._process is not None else "?"
+        self._problem(
+            f"Aim has not caught up with the sweep yet: the tracking process (pid {pid}) "
+            "finishes writing in the background, then exits"
+        )
+        self._process = None  # left to finish: not waited for, not killed
+
+    def _exited(self, seconds: float) -> bool:
+        process = self._process
+        deadline = time.monotonic() + seconds
+        while process is not None and process.poll() is None:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+        return True
 
     def _check(self) -> None:
         if self._process is not None and self._process.poll() is not None:

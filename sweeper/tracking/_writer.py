@@ -118,6 +118,8 @@ class WriterStats:
     indexed: int = 0
     lagging: int = 0
     """Finished trials a reconcile found untracked but got no record for."""
+    duplicates: int = 0
+    """Runs removed because another run shows their trial (repair)."""
 
 
 class AimWriter:
@@ -134,9 +136,13 @@ class AimWriter:
         index_runs: bool = True,
         lock_wait: float = 0.0,
         threads: int = _THREADS,
+        verify: bool = False,
     ) -> None:
         self.path = Path(path)
         self._index_runs = index_runs
+        self._verify = verify
+        """Check each run's content when reconciling, not only the ledger (a repair)."""
+        self._indexed: set[str] | None = None
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             self._lock_file = open(self.path / WRITER_LOCK, "a+")  # noqa: SIM115 - held open
@@ -423,7 +429,57 @@ class AimWriter:
         run = self._runs.get((study, record.root))
         if run is not None and run.finish == (record.number, record.digest):
             return True
-        return Ledger(runs=self._hashes, written=self._written).is_tracked(record, study, chunks)
+        if not Ledger(runs=self._hashes, written=self._written).is_tracked(record, study, chunks):
+            return False
+        return not self._verify or self._shows(study, record)
+
+    def _shows(self, study: str, record: TrialRecord | TrialSummary) -> bool:
+        """Whether the run itself (not the ledger) shows ``record``: indexed, its state,
+        trial number and curve."""
+        run_hash = self._hashes[(study, record.root)]
+        if self._indexed is None:
+            index = self._store.Index(self._root)
+            try:
+                self._indexed = index.indexed()
+            finally:
+                index.close()
+        if self._index_runs and run_hash not in self._indexed:
+            return False
+        if not isinstance(record, TrialRecord):
+            return True
+        try:
+            attrs, curve = self._store.RunStore(self._root, run_hash).read(REPORT_METRIC)
+        except Exception as error:
+            logger.debug("tracking: cannot read run %s: %s", run_hash, error)
+            return False
+        sweeper = (attrs or {}).get("sweeper") or {}
+        return (
+            sweeper.get("trial") == record.number
+            and sweeper.get("state") == record.state
+            and curve == dict(record.curve)
+        )
+
+    def remove_duplicates(self, study: str) -> None:
+        """Delete the runs of ``study`` that claim a trial (or the study) whose run is
+        another (left by old versions, or copied in by hand)."""
+        self.flush()
+        duplicates = []
+        for run in self._repo.iter_runs():
+            try:
+                sweeper = run.get("sweeper") or {}
+            except Exception:
+                continue
+            if not isinstance(sweeper, dict) or sweeper.get("study") != study:
+                continue
+            key = (study, sweeper.get("root"))
+            if key in self._hashes and self._hashes[key] != run.hash:
+                duplicates.append(run.hash)
+        if duplicates:
+            with contextlib.suppress(AttributeError):
+                self._repo_cls._all_run_hashes.cache_clear()
+            self._repo.delete_runs(duplicates)
+            self._repo.container_pool.clear()
+            self.stats.duplicates += len(duplicates)
 
     def _reconcile(self, event: Reconcile) -> None:
         """Rebuild what the repo lacks of ``event.study``, and its study run's series."""
@@ -434,7 +490,7 @@ class AimWriter:
                 latest[summary.root] = summary
         records = {record.root: record for record in event.records}
         for root, summary in latest.items():
-            if self._is_tracked(event.study, summary, chunks):
+            if self._is_tracked(event.study, records.get(root, summary), chunks):
                 continue
             record = records.get(root)
             if record is None:
