@@ -8,13 +8,14 @@ from typing import Any
 from bench._harness import ROOT, Metric
 
 FIGURES = ROOT / "bench" / "figures"
+"""The figures of BENCHMARKS.md; a report written elsewhere keeps its own next to it."""
 DISCUSSION = ROOT / "bench" / "discussion.md"
 
 
 def write_report(
     metrics: list[Metric], env: dict[str, Any], *, quick: bool, path: Path | None, results: Path
 ) -> str:
-    figures = _figures(metrics) if path is not None else {}
+    figures = _figures(metrics, figures_for(path)) if path is not None else {}
     lines = [
         "# Benchmarks",
         "",
@@ -38,12 +39,26 @@ def write_report(
         )
     lines.append("")
     for name, figure in figures.items():
-        lines += [f"![{name}]({figure.relative_to(ROOT)})", ""]
+        shown = figure.relative_to(path.parent) if path is not None else figure
+        lines += [f"![{name}]({shown})", ""]
     if DISCUSSION.exists() and not quick:
         lines += [DISCUSSION.read_text().strip(), ""]
     lines += ["## Details", ""]
     for metric in metrics:
-        lines += [f"### {metric.title}", "", "```", _pretty(metric.details), "```", ""]
+        lines += [f"### {metric.title}", ""]
+        if metric.key == "capacity" and metric.details.get("cells"):
+            from bench.capacity import table
+
+            lines += [
+                "Per cell, for each sampler: worker utilisation and trials per second over "
+                "ten rounds, then the median simulated time to the target (bold: the best "
+                "in the cell; `>`: not reached, the run's whole time).",
+                "",
+                *table(metric.details),
+                "",
+            ]
+            continue
+        lines += ["```", _pretty(metric.details), "```", ""]
     lines += [
         "## Running it",
         "",
@@ -96,13 +111,21 @@ def _short(value: Any) -> str:
     return str(value)
 
 
-def _figures(metrics: list[Metric]) -> dict[str, Path]:
+def figures_for(report: Path) -> Path:
+    """Where the figures of ``report`` go: bench/figures for BENCHMARKS.md, and a folder
+    beside any other report, so that a run written elsewhere changes nothing in the tree."""
+    if report.resolve() == (ROOT / "BENCHMARKS.md").resolve():
+        return FIGURES
+    return report.parent / f"{report.stem}-figures"
+
+
+def _figures(metrics: list[Metric], folder: Path) -> dict[str, Path]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    FIGURES.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
     made: dict[str, Path] = {}
     by_key = {m.key: m for m in metrics}
     if "parallel" in by_key and by_key["parallel"].details.get("cases"):
@@ -123,7 +146,7 @@ def _figures(metrics: list[Metric]) -> dict[str, Path]:
         ax.set_ylim(0.8, 1.01)
         ax.set_title("Parallel efficiency")
         ax.legend()
-        made["parallel efficiency"] = _save(fig, "parallel_efficiency.png")
+        made["parallel efficiency"] = _save(fig, folder / "parallel_efficiency.png")
     if "sample_efficiency" in by_key and by_key["sample_efficiency"].details.get("functions"):
         functions = by_key["sample_efficiency"].details["functions"]
         fig, axes = plt.subplots(
@@ -142,12 +165,34 @@ def _figures(metrics: list[Metric]) -> dict[str, Path]:
             ax.set_xlabel("trials finished")
             ax.set_ylabel("best value so far")
         axes[0][0].legend()
-        made["best value against trials"] = _save(fig, "sample_efficiency.png")
+        made["best value against trials"] = _save(fig, folder / "sample_efficiency.png")
+    if "capacity" in by_key and by_key["capacity"].details.get("cells"):
+        cells = by_key["capacity"].details["cells"]
+        sizes = sorted({c["parallel"] for c in cells})
+        fig, axes = plt.subplots(1, len(sizes), figsize=(3.2 * len(sizes), 3.2), squeeze=False)
+        for ax, parallel in zip(axes[0], sizes, strict=True):
+            chosen = sorted(
+                (c for c in cells if c["parallel"] == parallel), key=lambda c: c["seconds"]
+            )
+            for sampler in ("auto", "tpe", "gp", "random"):
+                if sampler in chosen[0]:
+                    ax.plot(
+                        [c["seconds"] for c in chosen],
+                        [c[sampler]["time_to_target"] / c["seconds"] for c in chosen],
+                        marker="o",
+                        label=sampler,
+                    )
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_title(f"{parallel} workers")
+            ax.set_xlabel("seconds per trial (T)")
+        axes[0][0].set_ylabel("time to target / T")
+        axes[0][0].legend()
+        made["time to target"] = _save(fig, folder / "capacity.png")
     return made
 
 
-def _save(fig: Any, name: str) -> Path:
-    path = FIGURES / name
+def _save(fig: Any, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     return path

@@ -38,6 +38,10 @@ def _storage(folder: Path) -> optuna.storages.BaseStorage:
 def _sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
+    if name == "auto":  # sweeper's default, in plain Optuna's loop
+        from sweeper.study import make_sampler
+
+        return make_sampler("auto", {}, seed)
     return optuna.samplers.TPESampler(seed=seed)
 
 
@@ -329,6 +333,100 @@ def pruning(pruner: str, seed: int, n_trials: int, target: float) -> dict[str, A
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def capacity(
+    sampler: str,
+    parallel: int,
+    seconds: float,
+    n_trials: int,
+    seed: int = 0,
+    target: float | None = None,
+    real_seconds: float | None = None,
+) -> dict[str, Any]:
+    """Hartmann-6 on the simulated backend (bench/simulated.py): ``parallel`` workers whose
+    trials take ``seconds`` of simulated time and no CPU, with the whole of sweeper's
+    orchestration, sampler and storage in real time. Stops at ``target`` when one is given,
+    or when ``real_seconds`` of real time are spent (the run is then cut short)."""
+    from bench.functions import hartmann6_objective
+    from bench.simulated import SimulatedBackend
+    from sweeper import _api
+    from sweeper.orchestrator import sweep
+    from sweeper.progress import Reporter
+
+    # On disk, as a user's journal is: its writes are part of what the orchestrator sustains.
+    folder = Path(tempfile.mkdtemp(prefix="sweeper-bench-"))
+    try:
+        os.chdir(folder)
+        options = {
+            "n_trials": n_trials,
+            "parallel": parallel,
+            "sampler": sampler,
+            "seed": seed,
+            "track": False,
+            "storage": str(folder / "optuna.journal"),
+            "timeout": real_seconds,
+        }
+        ref, config, _ = _api.prepare(hartmann6_objective, objective=None, options=options)
+        backend = SimulatedBackend(hartmann6_objective, parallel, seconds)
+
+        def stop_at_target(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+            if target is not None and trial.value is not None and trial.value <= target:
+                study.stop()
+
+        notes: list[str] = []
+
+        class Notes(Reporter):
+            def note(self, text: str, level: str = "info") -> None:
+                notes.append(text)
+
+        started = time.perf_counter()
+        sweep(
+            ref,
+            config,
+            reporter=Notes(),
+            workdir=folder,
+            backend=backend,
+            callbacks=[stop_at_target],
+        )
+        real = time.perf_counter() - started
+        summary = backend.summary(target)
+        summary.update(
+            {
+                "real_seconds": real,
+                "cut_short": summary["trials"] < n_trials and summary["time_to_target"] is None,
+                "notes": [n for n in notes if n.startswith("auto sampler")],
+            }
+        )
+        return summary
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def cli_sweep(source: str, args: list[str]) -> dict[str, Any]:
+    """``python -m sweeper run objective.py ARGS`` in a fresh folder, as a user runs it: the
+    wall time from start to exit."""
+    import subprocess
+
+    folder = Path(tempfile.mkdtemp(prefix="sweeper-bench-"))
+    try:
+        (folder / "objective.py").write_text(source)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SWEEPER_")}
+        started = time.perf_counter()
+        done = subprocess.run(
+            [sys.executable, "-m", "sweeper", "run", "objective.py", *args],
+            cwd=folder,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        wall = time.perf_counter() - started
+        if done.returncode != 0:
+            raise RuntimeError(f"the sweep failed ({done.returncode}): {done.stderr[-2000:]}")
+        return {"wall": wall}
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 VARIANTS: dict[str, Callable[..., dict[str, Any]]] = {
     f.__name__: f
     for f in (
@@ -341,6 +439,8 @@ VARIANTS: dict[str, Callable[..., dict[str, Any]]] = {
         efficiency,
         tracking,
         pruning,
+        capacity,
+        cli_sweep,
     )
 }
 
