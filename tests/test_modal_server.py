@@ -493,8 +493,11 @@ def test_a_crashed_or_timed_out_input_is_an_exception_without_an_index(
 
     with examples.app.run():
         outputs = asyncio.run(run())
-    assert outputs[0] == 0.1  # completion order, nothing saying which input it was
-    crashed, timed_out = outputs[1:]
+    # In completion order (which a busy machine may shuffle), nothing saying which input
+    # each output was.
+    assert 0.1 in outputs and len(outputs) == 3
+    (crashed,) = [o for o in outputs if isinstance(o, modal.exception.RemoteError)]
+    (timed_out,) = [o for o in outputs if isinstance(o, modal.exception.FunctionTimeoutError)]
     assert type(crashed) is modal.exception.RemoteError
     assert str(crashed) == "Runner failed with exit code: 137"
     assert type(timed_out) is modal.exception.FunctionTimeoutError

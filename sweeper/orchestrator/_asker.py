@@ -252,7 +252,7 @@ class Asker:
         """
         while not self._stopped and self._error is None:
             if self._limit is not None and self._asked + self._pending >= self._limit:
-                return
+                return  # never more than the budget: nothing is left over when it is spent
             main, fillers = self._roles()
             producer = None
             if len(self._pool) + self._pending < self._wanted:

@@ -88,6 +88,8 @@ def serve(connection: Connection) -> None:
             sampler=sampler,
             pruner=optuna.pruners.NopPruner(),
         )
+        if getattr(sampler, "uses_gp", False):
+            _ = sampler.gp  # imports torch now (seconds), not in the first GP ask
     except BaseException as error:
         connection.send(("failed", picklable_error(error), traceback.format_exc()))
         return

@@ -193,16 +193,19 @@ class RemoteTrial(BaseTrial):
                     stacklevel=3,
                 )
             return self._params[name]
+        # A value the trial carries is recorded without a round trip, and without waiting to
+        # be sent: the orchestrator decided it (it is in the spec, so a rerun of this trial
+        # gets it again), and it goes with the trial's next message or within a batch delay.
         spec = self._spec
         if name in spec.fixed_params:
             value = spec.fixed_params[name]
-            self._channel.notify(method, name, *args, urgent=True, **kwargs)
+            self._channel.notify(method, name, *args, **kwargs)
         elif self._is_relative(name, distribution):
             value = spec.relative_params[name]
-            self._channel.notify(method, name, *args, urgent=True, **kwargs)
+            self._channel.notify(method, name, *args, **kwargs)
         elif name in spec.proposals and spec.proposals[name][0] == distribution:
             value = spec.proposals[name][1]
-            self._channel.notify(method, name, *args, urgent=True, **kwargs)
+            self._channel.notify(method, name, *args, **kwargs)
         else:
             value = self._channel.request(method, name, *args, **kwargs)
         self._params[name] = value
