@@ -206,8 +206,7 @@ def aim_hub_remote(queue: Any, secret: str, volume: str, commit_every: float = 3
                     commit_volume(volume)
                     committed = time.monotonic()
     finally:
-        writer.close()
-        writer.index_pending()  # the UI is down now: nobody else indexes
+        writer.close(index_pending=True)  # the UI is down now: nobody else indexes
         commit_volume(volume)
         queue.put(("closed",), partition=UP)
 

@@ -122,14 +122,6 @@ class RunStore:
             self._seqs.close()
             self._seqs = None
 
-    def open_existing(self) -> None:
-        """Open an existing run's databases without changing anything (to index it)."""
-        meta_path = self.root / "meta" / "chunks" / self.hash
-        if not meta_path.is_dir():
-            raise FileNotFoundError(f"run {self.hash} has no database")
-        self.existed = True
-        self._meta = RocksContainer(str(meta_path), read_only=False)
-
     @property
     def has_seqs(self) -> bool:
         return self._seqs is not None

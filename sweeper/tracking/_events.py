@@ -137,15 +137,17 @@ class TrialSummary:
 class Reconcile:
     """Make the study's runs agree with its storage (sent when tracking starts).
 
-    ``finished`` lists every finished trial (the latest one of each root), in the order
-    they finished; ``records`` holds the full record of those the sender found missing or
-    different in the repo (all of them when it cannot read the repo).
+    ``finished`` lists every finished trial, in the order they finished (the last of each
+    root is the one its run shows); ``records`` holds the full record of those the sender
+    found missing or different in the repo (all of them when it cannot read the repo).
     """
 
     study: str
     directions: tuple[str, ...]
     finished: tuple[TrialSummary, ...]
     records: tuple[TrialRecord, ...]
+    retries: tuple[int, ...] = ()
+    """Trials that rerun another root: a run keyed by one of them is stale."""
     part: int = 0
     parts: int = 1
     """A reconcile too large to send at once comes in parts, ``finished`` cut in order;

@@ -113,11 +113,15 @@ def split_for_queue(batch: list[Event], limit: int = MAX_ITEM_BYTES) -> list[lis
         middle = len(event.records) // 2
         halves = [event.records[:middle], event.records[middle:]]
         return [
-            part for records in halves for part in split_for_queue([Rebuild(event.study, records)])
+            part
+            for records in halves
+            for part in split_for_queue([Rebuild(event.study, records)], limit)
         ]
     if isinstance(event, Reconcile) and (len(event.records) > 0 or len(event.finished) > 1):
         # The records go first, as rebuilds; the reconcile itself only needs the summaries.
-        parts = split_for_queue([Rebuild(event.study, event.records)]) if event.records else []
+        parts = (
+            split_for_queue([Rebuild(event.study, event.records)], limit) if event.records else []
+        )
         summaries = event.finished
         pieces = max(1, -(-len(pickle.dumps(summaries)) // (limit // 2)))
         size = -(-len(summaries) // pieces)
@@ -130,6 +134,7 @@ def split_for_queue(batch: list[Event], limit: int = MAX_ITEM_BYTES) -> list[lis
                         event.directions,
                         tuple(chunk),
                         (),
+                        retries=event.retries if index == len(chunks) - 1 else (),
                         part=index,
                         parts=len(chunks),
                     )

@@ -95,17 +95,23 @@ def root_of(trial: FrozenTrial) -> int:
     return int(root) if root is not None else trial.number
 
 
-def finished_trials(storage: optuna.storages.BaseStorage, study: str) -> list[FrozenTrial]:
-    """The latest finished trial of each root, in the order they finished."""
+def all_finished(storage: optuna.storages.BaseStorage, study: str) -> list[FrozenTrial]:
+    """Every finished trial, in the order they finished."""
     from optuna.trial import TrialState
 
     finished = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
     study_id = storage.get_study_id_from_name(study)
+    trials = storage.get_all_trials(study_id, deepcopy=False, states=finished)
+    return sorted(trials, key=lambda t: (_completed(t) or 0.0, t.number))
+
+
+def finished_trials(storage: optuna.storages.BaseStorage, study: str) -> list[FrozenTrial]:
+    """The latest finished trial of each root (the one that finished last: a rerun may have
+    a lower number than its root, when it took a number asked ahead and put back), in the
+    order they finished."""
     latest: dict[int, FrozenTrial] = {}
-    for trial in storage.get_all_trials(study_id, deepcopy=False, states=finished):
-        root = root_of(trial)
-        if root not in latest or trial.number > latest[root].number:
-            latest[root] = trial
+    for trial in all_finished(storage, study):
+        latest[root_of(trial)] = trial
     return sorted(latest.values(), key=lambda t: (_completed(t) or 0.0, t.number))
 
 
@@ -164,13 +170,22 @@ def plan(
     directions = tuple(d.name.lower() for d in storage.get_study_directions(study_id))
     ledger = Ledger.read(repo) if repo is not None else None
     chunks = chunk_hashes(repo) if repo is not None else set()
-    summaries, records = [], []
-    for trial in finished_trials(storage, study):
+    summaries, latest = [], {}
+    for trial in all_finished(storage, study):
         record = record_of(study, trial)
         summaries.append(summary_of(record, trial))
-        if ledger is None or not ledger.is_tracked(record, study, chunks):
-            records.append(record)
-    return Reconcile(study, directions, tuple(summaries), tuple(records))
+        latest[record.root] = record
+    records = [
+        record
+        for record in latest.values()
+        if ledger is None or not ledger.is_tracked(record, study, chunks)
+    ]
+    retries = tuple(
+        trial.number
+        for trial in storage.get_all_trials(study_id, deepcopy=False)
+        if root_of(trial) != trial.number
+    )
+    return Reconcile(study, directions, tuple(summaries), tuple(records), retries=retries)
 
 
 def lag(

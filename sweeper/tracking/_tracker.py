@@ -144,6 +144,8 @@ class BatchingTracker(Tracker):
     _restartable = False
     _close_budget: float | None = None
     """How long closing waits for the writer once it is ready (None: until it is done)."""
+    _acknowledged = False
+    """Whether the writer says what it has written (then what is in flight is bounded)."""
 
     def __init__(self) -> None:
         self._queue: collections.deque[Event] = collections.deque()
@@ -301,7 +303,8 @@ class BatchingTracker(Tracker):
                 finishes = sum(isinstance(e, TrialFinished) for e in batch)
                 self._queued_finishes -= finishes
             self._send(batch)
-            self._in_flight += finishes
+            if self._acknowledged:
+                self._in_flight += finishes
             self.sent += len(batch)
 
     def _send_rebuilds(self, *, everything: bool) -> None:
@@ -384,6 +387,7 @@ class HubTracker(BatchingTracker):
 
     _restartable = True
     _close_budget = CLOSE_SECONDS
+    _acknowledged = True
 
     def __init__(self, repo: str | os.PathLike[str], *, log_path: str | os.PathLike[str]):
         super().__init__()

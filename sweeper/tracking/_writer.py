@@ -38,6 +38,7 @@ import fcntl
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 import warnings
@@ -107,6 +108,8 @@ class _Run:
     """(number, digest) once the trial finished: close, index and record the run."""
     rebuild: bool = False
     """Its databases may be unusable: start them afresh if they do not open."""
+    listed: bool = True
+    """Indexed when it closes (so that Aim's SDK and UI list it)."""
 
 
 @dataclass
@@ -165,7 +168,14 @@ class AimWriter:
         self._store = _aimstore
         self._repo_cls = Repo
         try:
-            if Repo.check_repo_status(str(self.path)) == RepoStatus.UPDATED:
+            status = Repo.check_repo_status(str(self.path))
+            if status != RepoStatus.UPDATED and _half_made(self.path):
+                shutil.rmtree(self.path / ".aim")  # a repo whose creation was cut short
+                status = RepoStatus.MISSING
+            if status == RepoStatus.MISSING:
+                _create_repo(Repo, self.path)
+                self._repo = Repo.from_path(str(self.path))
+            elif status == RepoStatus.UPDATED:
                 self._repo = Repo.from_path(str(self.path))
             else:
                 self._repo = _init_repo(Repo, str(self.path))
@@ -178,7 +188,8 @@ class AimWriter:
         self._written: dict[str, tuple[int, str]] = ledger.written
         self._runs: dict[Key, _Run] = {}
         self._new_lines: list[dict[str, Any]] = []
-        self._unindexed: list[str] = []
+        self._unindexed: dict[str, tuple[list[tuple[bytes, bytes]], str]] = {}
+        """Runs closed while a UI was indexing: what their index entry is, once it stops."""
         self._pending = 0
         self._parts: dict[str, list[Reconcile]] = {}
         self._pool = ThreadPoolExecutor(max(1, threads), thread_name_prefix="sweeper-aim")
@@ -216,18 +227,31 @@ class AimWriter:
                     op(run.store)
                 except Exception as error:
                     logger.warning("tracking: could not write run %s: %s", run.hash, error)
+            try:
+                run.store.commit()  # readable now, and kept if this process dies
+            except Exception as error:
+                logger.warning("tracking: could not write run %s: %s", run.hash, error)
         self._close_finished([run for run in runs if run.finish and run.store.is_open])
         for run in runs:
             if not run.store.is_open and not run.ops:
                 self._runs.pop(run.key, None)
 
-    def close(self) -> None:
-        """Finish every open run (a sweep that stops leaves none running) and unlock."""
+    def close(self, *, index_pending: bool = False) -> None:
+        """Finish every open run (a sweep that stops leaves none running) and unlock; with
+        ``index_pending``, first index the runs closed while a UI was indexing (it has
+        stopped)."""
+        if self._lock_file.closed:
+            return
         try:
             for run in self._runs.values():
                 if run.finish is None:
-                    run.finish = (-1, "")  # closed, not recorded as any trial's
+                    # Closed, not recorded as any trial's; a trial's run is not listed
+                    # either until its trial has finished (a reconcile rebuilds it then).
+                    run.finish = (-1, "")
+                    run.listed = run.key[1] is None
             self.flush()
+            if index_pending:
+                self.index_pending()
         finally:
             self._pool.shutdown(wait=True)
             self._release()
@@ -238,17 +262,14 @@ class AimWriter:
 
     def index_pending(self) -> None:
         """Index the runs closed while someone else was indexing (a UI that has stopped)."""
-        pending, self._unindexed = list(dict.fromkeys(self._unindexed)), []
+        pending, self._unindexed = self._unindexed, {}
         if not pending:
             return
-        stores = [self._store.RunStore(self._root, run_hash) for run_hash in pending]
-        done = self._pool.map(_reopen_and_close, stores)
         index = self._store.Index(self._root)
         try:
-            for store, result in zip(stores, done, strict=True):
-                if result is not None:
-                    index.add(store.hash, *result)
-                    self.stats.indexed += 1
+            for run_hash, (items, checksum) in pending.items():
+                index.add(run_hash, items, checksum)
+                self.stats.indexed += 1
         finally:
             index.close()
 
@@ -310,6 +331,7 @@ class AimWriter:
                         event.directions,
                         tuple(s for part in parts for s in part.finished),
                         tuple(r for part in parts for r in part.records),
+                        retries=tuple(n for part in parts for n in part.retries),
                     )
                 )
 
@@ -482,12 +504,18 @@ class AimWriter:
             self.stats.duplicates += len(duplicates)
 
     def _reconcile(self, event: Reconcile) -> None:
-        """Rebuild what the repo lacks of ``event.study``, and its study run's series."""
+        """Rebuild what the repo lacks of ``event.study``, and its study run's series; remove
+        runs of trials that turned out to rerun another (a trial asked ahead, started and
+        killed before it recorded anything, goes back to the queue and may carry a rerun)."""
+        stale = [
+            self._hashes[(event.study, number)]
+            for number in event.retries
+            if (event.study, number) in self._hashes
+        ]
+        if stale:
+            self._delete_runs(stale)
         chunks = self._chunk_hashes()
-        latest: dict[int, TrialSummary] = {}
-        for summary in event.finished:
-            if summary.root not in latest or summary.number > latest[summary.root].number:
-                latest[summary.root] = summary
+        latest = {summary.root: summary for summary in event.finished}  # the last to finish
         records = {record.root: record for record in event.records}
         for root, summary in latest.items():
             if self._is_tracked(event.study, records.get(root, summary), chunks):
@@ -549,18 +577,25 @@ class AimWriter:
         self._op(run, write)
 
     def _delete_study(self, study: str) -> None:
-        for key in [key for key in self._runs if key[0] == study]:
+        self._delete_runs([run_hash for key, run_hash in self._hashes.items() if key[0] == study])
+
+    def _delete_runs(self, hashes: list[str]) -> None:
+        doomed = set(hashes)
+        for key in [key for key, run in self._runs.items() if run.hash in doomed]:
             run = self._runs.pop(key)
             if run.store.is_open:
                 run.store.close()
-        keys = [key for key in self._hashes if key[0] == study]
-        hashes = [self._hashes.pop(key) for key in keys]
-        for run_hash in hashes:
+        for key in [key for key, run_hash in self._hashes.items() if run_hash in doomed]:
+            del self._hashes[key]
+        for run_hash in doomed:
             self._written.pop(run_hash, None)
         self._rewrite_files()
         with contextlib.suppress(AttributeError):
             self._repo_cls._all_run_hashes.cache_clear()
-        self._repo.delete_runs(hashes)
+        present = doomed & self._chunk_hashes()
+        if present:
+            self._repo.delete_runs(sorted(present))
+            self._repo.container_pool.clear()
 
     # -- runs ------------------------------------------------------------------------------
 
@@ -652,13 +687,13 @@ class AimWriter:
             for run, result in zip(runs, closed, strict=True):
                 finish, run.finish = run.finish, None
                 self._runs.pop(run.key, None)
-                if result is None:
+                if result is None or not run.listed:
                     continue
                 if index is not None:
                     index.add(run.hash, *result)
                     self.stats.indexed += 1
                 else:
-                    self._unindexed.append(run.hash)
+                    self._unindexed[run.hash] = result
                 if finish is not None and finish[0] >= 0 and run.key[1] is not None:
                     self._written[run.hash] = finish
                     ledger.append({"run": run.hash, "number": finish[0], "digest": finish[1]})
@@ -741,15 +776,6 @@ def _close(store: Any) -> tuple[list[tuple[bytes, bytes]], str] | None:
         return None
 
 
-def _reopen_and_close(store: Any) -> tuple[list[tuple[bytes, bytes]], str] | None:
-    try:
-        store.open_existing()
-    except Exception as error:
-        logger.debug("tracking: cannot index run %s: %s", store.hash, error)
-        return None
-    return _close(store)
-
-
 def _write_progress(store: Any, finished: list[TrialSummary], directions: list[str]) -> None:
     """The study run's series, computed from every finished trial in the order they
     finished (what the sweeps' progress events wrote, had none been lost)."""
@@ -807,6 +833,30 @@ def _lock(file: Any, wait: float) -> bool:
             if time.monotonic() >= deadline:
                 return False
             time.sleep(0.05)
+
+
+def _half_made(path: Path) -> bool:
+    """Whether ``path`` holds the start of an Aim repo and no run: created by a process that
+    was killed before it finished (Aim writes ``VERSION`` last)."""
+    aim = path / ".aim"
+    if not aim.is_dir() or (aim / "VERSION").exists():
+        return False
+    return not any(any((aim / kind / "chunks").glob("*")) for kind in ("meta", "seqs"))
+
+
+def _create_repo(repo_cls: Any, path: Path) -> None:
+    """Create the Aim repo at ``path`` whole or not at all: in a folder of its own, moved in
+    when done, so that a process killed meanwhile leaves no half-made repo behind."""
+    for stale in path.glob(".aim-new-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    staging = path / f".aim-new-{os.getpid()}"
+    try:
+        made = _init_repo(repo_cls, str(staging))
+        with contextlib.suppress(Exception):
+            made.close()
+        os.rename(staging / ".aim", path / ".aim")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 _DB_URL_VARIABLE = "AIM_RUN_META_DATA_DB_URL"  # what Aim's migrations read
