@@ -18,6 +18,8 @@ import signal
 import sqlite3
 import subprocess
 import time
+from pathlib import Path
+from typing import Any
 
 import optuna
 import psutil
@@ -25,6 +27,7 @@ import pytest
 from aim_checks import assert_repo_matches_storage
 from conftest import Project
 from optuna.trial import TrialState
+from test_modal_server import modal_server, sweeps  # noqa: F401 - fixtures
 
 pytest.importorskip("aim")
 
@@ -96,9 +99,9 @@ def test_kill_9_of_the_orchestrator_and_the_writer_then_resume(project: Project)
     # SQLite: a journal whose writer is killed mid-append keeps its lock for Optuna's grace
     # period (30 s), which would only make this test slow; Aim does not care which storage.
     storage = f"sqlite:///{project.path / 'study.db'}"
-    command = ("run", "fast.py", "-n", "60", "-p", "2", "--progress", "none")
+    command = ("run", "fast.py", "-n", "60", "-p", "2")
     command += ("--storage", storage)
-    for cycle in range(4):
+    for cycle in range(3):
         before = _finished(project)
         process = project.start(*command)
         if cycle % 2 == 1:  # kill the writer first, once it runs; the sweep restarts it
@@ -125,7 +128,7 @@ def test_the_writer_killed_while_the_sweep_runs_is_restarted(project: Project) -
     slower = FAST.replace("for step", "import time; time.sleep(0.05)\n    for step")
     project.write("fast.py", slower)
     repo = project.path / ".sweeper" / "aim"
-    process = project.start("run", "fast.py", "-n", "100", "-p", "2", "--progress", "none")
+    process = project.start("run", "fast.py", "-n", "100", "-p", "2")
     for reached in sorted(rng.sample(range(2, 70), 2)):  # twice, at random moments
         hub = _hub(process)
         _wait_until_finished(project, reached, process)
@@ -149,3 +152,29 @@ def test_trials_never_tracked_are_written_by_the_next_sweep(project: Project) ->
     result = project.sweeper("run", "fast.py", "-n", "5", "-p", "2")
     assert result.returncode == 0, result.stderr
     assert assert_repo_matches_storage(repo, project.storage(), "fast") == 25
+
+
+def test_the_modal_hub_killed_at_random_moments_then_resumed(
+    modal_server: Any,  # noqa: F811 - the fixture
+    sweeps: Any,  # noqa: F811 - the fixture
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The Aim hub container is killed (it loses what it did not commit to the Volume); the
+    sweep starts another, which sees the Volume as last committed and is reconciled from the
+    storage on this machine; the study is then resumed, and its hub killed again."""
+    from sweeper.tracking._modal import ModalTracker
+
+    monkeypatch.setattr(ModalTracker, "check_seconds", 0.5)
+    rng = random.Random(_seed())
+    objective = tmp_path / "fast.py"
+    objective.write_text(FAST.replace("for step", "import time; time.sleep(0.1)\n    for step"))
+    for _ in range(2):  # a sweep, then its resume: each hub killed once, at random
+        modal_server.faults.add(
+            "crash", match=lambda view: view.function == "aim_hub", after=rng.uniform(0.3, 3.0)
+        )
+        sweeps.run(str(objective), n_trials=8, parallel=2, study="fast", track=True)
+    volume = modal_server.service.volumes.by_name("sweeper")
+    storage = sweeps.study("fast")._storage
+    assert assert_repo_matches_storage(volume.path / "aim", storage, "fast") == 16
+    assert any(f.fired for f in modal_server.faults.rules)  # a hub was killed

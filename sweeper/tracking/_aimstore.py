@@ -191,7 +191,11 @@ class RunStore:
         return {}
 
     def _has_attrs(self) -> bool:
-        prefix = E.encode_path(("meta", "chunks", self.hash, "attrs"))
+        return self.has_attr(())
+
+    def has_attr(self, path: Path_) -> bool:
+        """Whether the run has params at ``path`` (written and committed)."""
+        prefix = E.encode_path(("meta", "chunks", self.hash, "attrs", *path))
         return any(True for _ in self._meta.items(prefix))
 
     # -- sequences -------------------------------------------------------------------------

@@ -36,6 +36,7 @@ class ModalTracker(BatchingTracker):
     """
 
     _restartable = True
+    check_seconds = 10.0  # one request to Modal each time
 
     def __init__(self, backend: ModalBackend) -> None:
         super().__init__()

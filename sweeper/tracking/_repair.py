@@ -20,6 +20,10 @@ if TYPE_CHECKING:
     import optuna
 
 
+LOCK_WAIT = 10.0
+"""How long a repair waits for the repo's writer to finish (a sweep's, in the background)."""
+
+
 @dataclass
 class RepairReport:
     study: str
@@ -38,7 +42,7 @@ def repair(
     from sweeper.tracking._writer import AimWriter
 
     reports = []
-    writer = AimWriter(repo, verify=True)
+    writer = AimWriter(repo, verify=True, lock_wait=LOCK_WAIT)
     try:
         for study in studies:
             before = len(lag(storage, study, Path(repo)))

@@ -43,6 +43,7 @@ from sweeper.tracking._events import (
     Rebuild,
     Reconcile,
     Reported,
+    StudyOpened,
     StudyProgress,
     TrialFinished,
     TrialRecord,
@@ -66,12 +67,14 @@ CLOSE_SECONDS = 1.5
 ready, whichever is later."""
 _REBUILD_BATCH = 200
 _RESTARTS = 3
-_CHECK_SECONDS = 2.0
-"""How often the thread looks whether the writer is still there."""
 
 
 class TrackingUnavailable(Exception):
     """The writer cannot be reached; the message says why."""
+
+
+class WriterRefused(TrackingUnavailable):
+    """The writer started and said it cannot write the repo (unusable, another writer)."""
 
 
 @dataclass
@@ -146,6 +149,8 @@ class BatchingTracker(Tracker):
     """How long closing waits for the writer once it is ready (None: until it is done)."""
     _acknowledged = False
     """Whether the writer says what it has written (then what is in flight is bounded)."""
+    check_seconds = 2.0
+    """How often the thread looks whether the writer is still there."""
 
     def __init__(self) -> None:
         self._queue: collections.deque[Event] = collections.deque()
@@ -162,6 +167,7 @@ class BatchingTracker(Tracker):
         """Trials whose events are dropped: rebuilt from the storage once finished."""
         self._to_rebuild: list[int] = []
         self._progress_dropped = False
+        self._opened: StudyOpened | None = None
         self._in_flight = 0
         """Finished trials sent to the writer and not written yet (where it says so)."""
         self._ready_at: float | None = None
@@ -181,6 +187,8 @@ class BatchingTracker(Tracker):
             return
         key = _key(event)
         with self._lock:
+            if isinstance(event, StudyOpened):
+                self._opened = event  # a writer started again is told it again
             if key is not None:
                 if isinstance(event, TrialStarted):
                     self._running[key] = event.number
@@ -255,26 +263,31 @@ class BatchingTracker(Tracker):
     # -- the thread ------------------------------------------------------------------------
 
     def _run(self) -> None:
-        try:
-            self._open()
-            self._ready_at = time.monotonic()
-            self._reconcile()
-        except TrackingUnavailable as error:
-            self._fail(str(error))
-            self._cleanup()
-            return
+        why: str | None = None  # why the last writer went away
         try:
             while True:
                 try:
+                    if why is None:
+                        self._connect()
+                    else:
+                        self._restart(why)
                     self._work()
-                    break
+                    return
+                except WriterRefused as error:  # it will not write this repo: no retry
+                    self._fail(str(error))
+                    return
                 except TrackingUnavailable as error:
                     if not self._restartable or self.restarts >= _RESTARTS:
                         self._fail(str(error))
-                        break
-                    self._restart(str(error))
+                        return
+                    why = str(error)
         finally:
             self._cleanup()
+
+    def _connect(self) -> None:
+        self._open()
+        self._ready_at = time.monotonic()
+        self._reconcile()
 
     def _work(self) -> None:
         checked = time.monotonic()
@@ -282,7 +295,7 @@ class BatchingTracker(Tracker):
             self._wake.wait(0.2)
             self._wake.clear()
             closing = self._closing
-            if time.monotonic() - checked > _CHECK_SECONDS:
+            if time.monotonic() - checked > self.check_seconds:
                 checked = time.monotonic()
                 self._check()
             self._send_queued()
@@ -349,13 +362,13 @@ class BatchingTracker(Tracker):
         with self._lock:
             self._dirty.update(self._running)  # their runs are rebuilt when they finish
             kept = [e for e in self._queue if not isinstance(e, REBUILDABLE)]
+            if self._opened is not None and self._opened not in kept:
+                kept.insert(0, self._opened)
             self._queue.clear()
             self._queue.extend(kept)
             self._queued_finishes = 0
         self._in_flight = 0
-        self._open()
-        self._ready_at = time.monotonic()
-        self._reconcile()  # what was finished, as the storage has it
+        self._connect()  # and reconcile: what was finished, as the storage has it
 
     def _report_losses(self) -> None:
         if self.lost_metrics:
@@ -417,7 +430,7 @@ class HubTracker(BatchingTracker):
             raise TrackingUnavailable(f"cannot start the tracking process ({error})") from None
         status = self._receive()
         if status[0] != "ready":
-            raise TrackingUnavailable(status[1])
+            raise WriterRefused(status[1])
 
     def _receive(self) -> Any:
         assert self._connection is not None

@@ -616,7 +616,7 @@ class AimWriter:
         if run_hash in self._written:
             run.number = self._written[run_hash][0]  # a different one starts over
         base = {"study": study, "root": root, "kind": "study" if root is None else "trial"}
-        run.ops.append(lambda s: None if s.existed else s.set_attr(("sweeper",), base))
+        run.ops.append(partial(_set_base, base))
         self._runs[key] = run
         return run
 
@@ -739,6 +739,12 @@ class AimWriter:
             with contextlib.suppress(OSError):
                 fcntl.flock(self._lock_file, fcntl.LOCK_UN)
             self._lock_file.close()
+
+
+def _set_base(base: dict[str, Any], store: Any) -> None:
+    """What every run says it is: a new one, or one whose creation was cut short."""
+    if not store.existed or not store.has_attr(("sweeper", "kind")):
+        store.set_attr(("sweeper",), base)
 
 
 def _set_params(params: dict[str, Any], store: Any) -> None:
