@@ -12,6 +12,7 @@ from bench._harness import Metric, interleave, median, run_variant, spread
 from bench.capacity import capacity
 from bench.first_run import first_run
 from bench.functions import FUNCTIONS
+from bench.modal_path import modal_path
 
 
 @dataclass(frozen=True)
@@ -391,4 +392,5 @@ METRICS: dict[str, Callable[[Plan, Record], Metric]] = {
     "pruning": pruning,
     "capacity": capacity,
     "first_run": first_run,
+    "modal_path": modal_path,
 }

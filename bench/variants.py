@@ -6,10 +6,12 @@ counts. The harness runs variants and their peers alternately (A B A B ...) and 
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import resource
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -427,6 +429,95 @@ def cli_sweep(source: str, args: list[str]) -> dict[str, Any]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+NAP_WITH_TIMES = """\
+import os
+import time
+
+def objective(trial):
+    started = time.time()
+    value = sum(trial.suggest_float(f"x{i}", 0, 1) for i in range(4))
+    time.sleep(SECONDS)
+    trial.set_user_attr("ran", [started, time.time(), os.environ.get("MODAL_TASK_ID")])
+    return value
+"""
+
+
+def modal_path(parallel: int, n_trials: int, sampler: str, seconds: float) -> dict[str, Any]:
+    """A sweep on sweeper's real Modal path (modal's own client, app.run, Function.map.aio,
+    modal.Queue) against the fake Modal server of the test suite (tests/fake_modal), whose
+    containers are processes on this machine running modal's container entrypoint. Each
+    trial sleeps ``seconds`` and records when its objective ran, so the time a slot spends
+    on anything else (the channel, the orchestrator) can be told apart."""
+    import subprocess
+
+    import sweeper
+
+    folder = Path(tempfile.mkdtemp(prefix="sweeper-bench-"))
+    server = subprocess.Popen(
+        [sys.executable, "-m", "bench.fake_modal_server", str(parallel)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    try:
+        assert server.stdout is not None and server.stdin is not None
+        os.environ.update(json.loads(server.stdout.readline()))
+        os.environ.pop("MODAL_PROFILE", None)
+        os.chdir(folder)
+        (folder / "nap.py").write_text(NAP_WITH_TIMES.replace("SECONDS", repr(seconds)))
+        started, cpu = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
+        study = sweeper.run(
+            "nap.py",
+            backend="modal",
+            parallel=parallel,
+            n_trials=n_trials,
+            sampler=sampler,
+            track=False,
+            progress=False,
+        )
+        wall = time.perf_counter() - started
+        used = resource.getrusage(resource.RUSAGE_SELF)
+        orchestrator_cpu = used.ru_utime + used.ru_stime - cpu.ru_utime - cpu.ru_stime
+        server.stdin.close()
+        seen = json.loads(server.stdout.readline())
+        server.wait(60)
+        ran = [t.user_attrs["ran"] for t in study.trials if "ran" in t.user_attrs]
+        first, last = min(r[0] for r in ran), max(r[1] for r in ran)
+        busy = sum(end - start for start, end, _ in ran)
+        span = last - first
+        # What a container spent between one trial's objective and the next one's: the
+        # result's way back, the next trial's way there and its channel, the orchestrator.
+        by_container: dict[str, list[tuple[float, float]]] = {}
+        for start, end, task in ran:
+            by_container.setdefault(str(task), []).append((start, end))
+        gaps = [
+            later[0] - earlier[1]
+            for runs in by_container.values()
+            for earlier, later in itertools.pairwise(sorted(runs))
+        ]
+        return {
+            "wall": wall,
+            "trials": len(ran),
+            "span": span,
+            "containers": len(by_container),
+            "utilisation": busy / (parallel * span),
+            "gap_median": statistics.median(gaps) if gaps else None,
+            "gap_mean": statistics.fmean(gaps) if gaps else None,
+            "invalid_rpcs": seen["invalid"],
+            # The orchestrator's CPU (its loop, the Modal client, the channel; not the
+            # sampler processes) per trial: what the user's machine pays, at any scale.
+            "orchestrator_cpu_per_trial": orchestrator_cpu / len(ran),
+            "rpcs_per_trial": sum(seen["rpcs"].values()) / len(ran),
+            "rpcs": seen["rpcs"],
+        }
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 VARIANTS: dict[str, Callable[..., dict[str, Any]]] = {
     f.__name__: f
     for f in (
@@ -441,6 +532,7 @@ VARIANTS: dict[str, Callable[..., dict[str, Any]]] = {
         pruning,
         capacity,
         cli_sweep,
+        modal_path,
     )
 }
 

@@ -133,24 +133,29 @@ def checkpoint_dir(study: str, root: int) -> str:
 def run_trial_remote(request: TrialRequest) -> TrialResult:
     """Run one trial in this container and return how it ended; never raises for the
     objective. A container that Modal restarts (preemption, retry) runs this again for the
-    same trial: it announces a new attempt, and the orchestrator hands it the parameters the
-    trial already has, so it is the same Optuna trial."""
+    same trial: it announces a new attempt, and it is the same Optuna trial. Its parameters
+    are the same too: those it carries are in its input, and a parameter it asks for is
+    answered with the value the trial already has, if the first attempt asked for it.
+
+    The announcement does not wait for an answer: a trial's first message costs no round
+    trip through the orchestrator before the objective starts."""
     spec = request.spec
     attempt = random.getrandbits(48) + 1
     transport = QueueTransport(request.queue, spec.number, attempt)
-    channel = TrialChannel(transport, spec.number, attempt=attempt, max_delay=CALL_BATCH_SECONDS)
+    channel = TrialChannel(
+        transport,
+        spec.number,
+        attempt=attempt,
+        max_delay=CALL_BATCH_SECONDS,
+        cheap_sends=False,  # each send is a Modal queue put
+    )
     try:
-        hello = channel.request("started", worker_identity())
+        channel.notify("started", worker_identity(), urgent=True)
         directory = checkpoint_dir(request.study, request.root)
         os.makedirs(directory, exist_ok=True)
         if request.volume:
             os.environ["SWEEPER_VOLUME"] = request.volume
-        spec = replace(
-            spec,
-            attempt=attempt,
-            fixed_params={**hello["params"], **spec.fixed_params},
-            checkpoint_dir=directory,
-        )
+        spec = replace(spec, attempt=attempt, checkpoint_dir=directory)
         try:
             objective = _load(request.objective)
         except ObjectiveError as error:

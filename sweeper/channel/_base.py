@@ -58,7 +58,12 @@ class TrialChannel:
         attempt: int = 0,
         max_delay: float = 0.0,
         max_batch: int = 256,
+        cheap_sends: bool = True,
     ) -> None:
+        self.cheap_sends = cheap_sends
+        """Whether a send costs next to nothing (a local pipe), so that what should be
+        recorded even if the worker dies a moment later is sent at once; where a send is a
+        network round trip (a Modal queue), it goes with the next message instead."""
         self._transport = transport
         self._number = number
         self._attempt = attempt

@@ -45,6 +45,9 @@ from sweeper.trial._messages import TrialSpec
 
 logger = get_logger(__name__)
 
+CHEAP_SAMPLERS = frozenset({"RandomSampler", "GridSampler", "BruteForceSampler", "QMCSampler"})
+"""Samplers whose ask costs next to nothing: they ask inline, with no sampler process (whose
+round trips would cost more than the sampling)."""
 _STOP_SECONDS = 30.0
 """How long closing waits for a sampler process to finish the ask it is making."""
 
@@ -114,7 +117,11 @@ class Asker:
 
     def take(self) -> Asked | None:
         """The next ready trial, or None if none is ready yet. Raises
-        :class:`SamplingFailed` if asking failed."""
+        :class:`SamplingFailed` if asking failed.
+
+        With nothing ready, an inline producer asks for one here and now, on the caller's
+        thread: the sampler that costs next to nothing, or the filler, when it may.
+        """
         with self._lock:
             if self._pool:
                 asked = self._pool.popleft()
@@ -123,7 +130,19 @@ class Asker:
             if self._error is not None:
                 error, self._error = self._error, None
                 raise error
-            return None
+            inline = self._inline_now()
+            if inline is None:
+                return None
+            self._pending += 1
+        try:
+            asked = inline.make()
+        finally:
+            with self._lock:
+                self._pending -= 1
+        with self._lock:
+            self._asked += 1
+            self._refill()
+        return asked
 
     def want(
         self, free: int, ends: Sequence[float], now: float, patience: float = 0.0
@@ -256,17 +275,33 @@ class Asker:
             main, fillers = self._roles()
             producer = None
             if len(self._pool) + self._pending < self._wanted:
-                producer = next((p for p in main if not p.busy), None)
+                producer = next((p for p in main if not p.busy and not p.inline), None)
             if producer is None and fillers and self._held_until() is None:
                 waiting = self._free - len(self._pool) - sum(p.busy for p in fillers)
                 if waiting > 0:
-                    producer = next((p for p in fillers if not p.busy), None)
+                    producer = next((p for p in fillers if not p.busy and not p.inline), None)
             if producer is None:
                 return
             producer.busy = True
             producer.started = time.monotonic()
             self._pending += 1
             producer.request()
+
+    def _inline_now(self) -> Producer | None:
+        """An inline producer that may ask now, for a slot nothing ready can serve (called
+        with the lock held): one that asks ahead is free or will be soon otherwise."""
+        if self._stopped or (
+            self._limit is not None and self._asked + self._pending >= self._limit
+        ):
+            return None
+        main, fillers = self._roles()
+        if main and all(p.inline for p in main):
+            candidates = main
+        elif self._held_until() is None:
+            candidates = fillers
+        else:
+            return None
+        return next((p for p in candidates if p.inline and not p.busy), None)
 
     def _held_until(self) -> float | None:
         """Until when (``time.monotonic``) the fillers hold off: an ask in progress that
@@ -307,6 +342,9 @@ class Producer(abc.ABC):
     """When (``time.monotonic``) its ask in progress began."""
     separate = False
     """Whether it samples in a process of its own."""
+    inline = False
+    """Whether it asks on the caller's thread, when :meth:`Asker.take` finds nothing ready
+    (:meth:`make`), instead of ahead of time."""
     filler = False
     """Whether it only fills in for the others when they are busy (see
     :meth:`~sweeper.study.AutoSampler.filler`)."""
@@ -316,6 +354,10 @@ class Producer(abc.ABC):
 
     def start(self) -> None:  # noqa: B027 - optional
         """Get ready to make trials."""
+
+    def make(self) -> Asked:
+        """Ask for a trial now, on this thread (inline producers only)."""
+        raise NotImplementedError
 
     @abc.abstractmethod
     def request(self) -> None:
@@ -331,6 +373,41 @@ class Producer(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None:
         """Stop; a trial being made is delivered first."""
+
+
+class InlineProducer(Producer):
+    """Asks on the orchestrator's own thread, at the moment a slot needs a trial: for a
+    sampler that costs next to nothing (random, grid), and as the filler while sampler
+    processes start or are all busy. Nothing is asked ahead, so nothing is left over."""
+
+    inline = True
+
+    def __init__(self, study: optuna.Study, plan: SpecPlan, *, filler: bool = False) -> None:
+        self._study = study
+        self._plan = plan
+        self.filler = filler
+
+    def make(self) -> Asked:
+        started = time.perf_counter()
+        try:
+            live = self._study.ask()
+            spec = prepare_for(live, self._plan)
+        except BaseException as error:
+            raise SamplingFailed(error, traceback.format_exc()) from None
+        return Asked(live, spec, time.perf_counter() - started)
+
+    def request(self) -> None:
+        raise RuntimeError("an inline producer is asked through make()")
+
+    def update_space(self, space: dict[str, BaseDistribution]) -> None:
+        self._plan = replace(self._plan, recent_space=space)
+
+    def take_notes(self) -> list[str]:
+        take = getattr(self._study.sampler, "take_notes", None)
+        return list(take()) if take is not None else []
+
+    def close(self) -> None:
+        pass
 
 
 class ThreadProducer(Producer):

@@ -25,8 +25,10 @@ from sweeper._logging import get_logger
 from sweeper.backends._base import Backend, LoadFailed, Notice
 from sweeper.channel._messages import Call, Reply
 from sweeper.orchestrator._asker import (
+    CHEAP_SAMPLERS,
     Asked,
     Asker,
+    InlineProducer,
     ProcessProducer,
     Producer,
     SamplingFailed,
@@ -134,6 +136,7 @@ class Orchestrator:
         self._news_at = 0.0
         self._last_note: str | None = None
         self._ask_again: float | None = None
+        self._mixing = False
         self._polled_at = 0.0
         self._asker: Asker | None = None
         self._submitted: dict[int, float] = {}
@@ -254,6 +257,7 @@ class Orchestrator:
         )
         sampler = study.sampler
         mixing = isinstance(sampler, AutoSampler) and sampler.uses_gp
+        self._mixing = mixing
         producers: list[Producer] = []
         spawned, self._spawned = self._spawned, []
         if spawned and self._storage_location is not None:
@@ -281,8 +285,6 @@ class Orchestrator:
                         study, process, connection, init, log, filler=mixing and index > 0
                     )
                 )
-        if not producers or not mixing:
-            producers.append(ThreadProducer(study, plan))
         if mixing:
             assert isinstance(sampler, AutoSampler)
             filling = optuna.load_study(
@@ -291,7 +293,13 @@ class Orchestrator:
                 sampler=sampler.filler(),
                 pruner=study.pruner,
             )
-            producers.append(ThreadProducer(filling, plan, filler=True))
+            if not producers:  # GP has no process: a thread
+                producers.append(ThreadProducer(study, plan))
+            producers.append(InlineProducer(filling, plan, filler=True))
+        elif producers or type(sampler).__name__ in CHEAP_SAMPLERS:
+            producers.append(InlineProducer(study, plan, filler=True))
+        else:  # an expensive sampler, and no process for it
+            producers.append(ThreadProducer(study, plan))
         return producers
 
     def _release_unused_samplers(self) -> None:
@@ -427,7 +435,7 @@ class Orchestrator:
             self._submit(study, asked)
             free = self._backend.free_slots()
         now = self._backend.now()
-        later = self._asker.want(free, self._expected_ends(), now, self._patience())
+        later = self._asker.want(free, self._expected_ends(), now, self._patience)
         self._ask_again = None if later is None else time.monotonic() + (later - now)
         self._stats.running = len(self._backend.running)
 
@@ -448,10 +456,12 @@ class Orchestrator:
     def _parallel(self) -> int:
         return len(self._backend.running) + self._backend.free_slots()
 
+    @property
     def _patience(self) -> float:
         """How long a free slot waits for a GP suggestion in progress rather than take a TPE
-        one: a quarter of a typical trial (a GP trial is worth about two TPE ones)."""
-        if not self._durations:
+        one: a quarter of a typical trial (a GP trial is worth about two TPE ones). None
+        for other samplers: their filler is the same sampler."""
+        if not self._durations or not self._mixing:
             return 0.0
         return 0.25 * statistics.median(self._durations)
 

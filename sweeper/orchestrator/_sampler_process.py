@@ -88,7 +88,7 @@ def serve(connection: Connection) -> None:
             sampler=sampler,
             pruner=optuna.pruners.NopPruner(),
         )
-        if getattr(sampler, "uses_gp", False):
+        if getattr(sampler, "uses_gp", False) and len(study.directions) == 1:
             _ = sampler.gp  # imports torch now (seconds), not in the first GP ask
     except BaseException as error:
         connection.send(("failed", picklable_error(error), traceback.format_exc()))

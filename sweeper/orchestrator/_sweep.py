@@ -184,19 +184,18 @@ def sweep(
 
 
 def default_sampler_processes(parallel: int, sampler: optuna.samplers.BaseSampler) -> int:
-    """How many sampler processes ask for trials for ``parallel`` workers.
+    """How many sampler processes ask for trials for a sweep.
 
-    From 8 workers, one for every two cores, at most 4: each samples on a core of its own,
-    which a thread of the orchestrator cannot (its threads take turns). Below 8, a thread
-    keeps up and a process would cost most of a second of start-up; except for the auto
-    sampler, whose GP fits would take the thread's turns from the loop and from the TPE
-    that fills in for it: it gets one.
+    None for a sampler that costs next to nothing (random, grid: it asks inline). Otherwise
+    one for every two cores, at most 4, and at least one: each samples on a core of its
+    own, which a thread of the orchestrator cannot (its threads take turns), and a trial is
+    asked while others run. Fewer than the workers, at most one a worker.
     """
-    from sweeper.study._auto import AutoSampler
+    from sweeper.orchestrator._asker import CHEAP_SAMPLERS
 
-    if parallel >= 8:
-        return max(1, min(4, (os.cpu_count() or 2) // 2))
-    return 1 if isinstance(sampler, AutoSampler) else 0
+    if type(sampler).__name__ in CHEAP_SAMPLERS:
+        return 0
+    return max(1, min(4, (os.cpu_count() or 2) // 2, parallel))
 
 
 def _run(

@@ -193,19 +193,22 @@ class RemoteTrial(BaseTrial):
                     stacklevel=3,
                 )
             return self._params[name]
-        # A value the trial carries is recorded without a round trip, and without waiting to
-        # be sent: the orchestrator decided it (it is in the spec, so a rerun of this trial
-        # gets it again), and it goes with the trial's next message or within a batch delay.
+        # A value the trial carries is recorded without a round trip. Where sending is cheap
+        # (local workers) it goes at once, so that a trial that crashes a moment later still
+        # shows its parameters; where a send is a network round trip (Modal) it goes with the
+        # trial's next message, or within a batch delay: the orchestrator decided the value,
+        # and a rerun of the trial carries it again.
         spec = self._spec
+        urgent = self._channel.cheap_sends
         if name in spec.fixed_params:
             value = spec.fixed_params[name]
-            self._channel.notify(method, name, *args, **kwargs)
+            self._channel.notify(method, name, *args, urgent=urgent, **kwargs)
         elif self._is_relative(name, distribution):
             value = spec.relative_params[name]
-            self._channel.notify(method, name, *args, **kwargs)
+            self._channel.notify(method, name, *args, urgent=urgent, **kwargs)
         elif name in spec.proposals and spec.proposals[name][0] == distribution:
             value = spec.proposals[name][1]
-            self._channel.notify(method, name, *args, **kwargs)
+            self._channel.notify(method, name, *args, urgent=urgent, **kwargs)
         else:
             value = self._channel.request(method, name, *args, **kwargs)
         self._params[name] = value
