@@ -196,3 +196,78 @@ def test_isinstance_base_trial() -> None:
     live = study.ask()
     trial = RemoteTrial(build_spec(live), TrialChannel(Loopback(live), live.number))
     assert isinstance(trial, optuna.trial.BaseTrial)
+
+
+# -- Optuna's own helpers, given the worker's trial ----------------------------------------
+
+
+def test_it_is_an_optuna_trial_with_the_storage_id() -> None:
+    study = optuna.create_study()
+    live = study.ask()
+    trial = RemoteTrial(build_spec(live), TrialChannel(Loopback(live), live.number))
+    assert isinstance(trial, optuna.trial.Trial)
+    assert trial._trial_id == live._trial_id and trial.study._study_id == study._study_id
+    assert trial.datetime_start == live.datetime_start
+
+
+def test_optunas_artifacts_and_terminator_helpers_work_on_it(tmp_path: Any) -> None:
+    import optuna.artifacts
+    import optuna.terminator
+
+    store = optuna.artifacts.FileSystemArtifactStore(str(tmp_path))
+    (tmp_path / "model.txt").write_text("weights")
+    study = optuna.create_study()
+    seen: dict[str, Any] = {}
+
+    def objective(trial: Any) -> float:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the terminator's helper is deprecated
+            optuna.terminator.report_cross_validation_scores(trial, [0.5, 0.7, 0.6])
+        seen["id"] = optuna.artifacts.upload_artifact(
+            artifact_store=store, file_path=str(tmp_path / "model.txt"), study_or_trial=trial
+        )
+        seen["metas"] = optuna.artifacts.get_all_artifact_meta(trial)
+        return 1.0
+
+    frozen, _ = run_remote(study, objective)
+    assert frozen.state == optuna.trial.TrialState.COMPLETE, frozen.system_attrs
+    assert frozen.system_attrs["terminator:cv_scores"] == [0.5, 0.7, 0.6]
+    (meta,) = optuna.artifacts.get_all_artifact_meta(frozen, storage=study._storage)
+    assert meta.artifact_id == seen["id"] and meta.filename == "model.txt"
+    assert [m.artifact_id for m in seen["metas"]] == [seen["id"]]  # read in the worker
+    with store.open_reader(seen["id"]) as reader:
+        assert reader.read() == b"weights"
+
+
+def test_the_study_and_storage_read_through_the_orchestrator() -> None:
+    study = optuna.create_study(direction="maximize")
+    study.set_user_attr("dataset", "iris")
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=3)
+    seen: dict[str, Any] = {}
+
+    def objective(trial: Any) -> float:
+        seen["direction"] = trial.study.direction
+        seen["multi"] = trial.study._is_multi_objective()
+        seen["best"] = trial.study.best_value
+        seen["user_attrs"] = trial.study.user_attrs
+        seen["complete"] = len(trial.study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)))
+        trial.storage.set_trial_user_attr(trial._trial_id, "via", "storage")
+        seen["mine"] = trial.storage.get_trial(trial._trial_id).user_attrs
+        with pytest.raises(ValueError, match="writes only its own attributes"):
+            trial.storage.set_trial_user_attr(trial._trial_id - 1, "other", 1)
+        return 0.5
+
+    frozen, transport = run_remote(study, objective)
+    assert seen == {
+        "direction": optuna.study.StudyDirection.MAXIMIZE,
+        "multi": False,
+        "best": max(t.value for t in study.trials[:3]),
+        "user_attrs": {"dataset": "iris"},
+        "complete": 3,
+        "mine": {"via": "storage"},
+    }
+    assert frozen.user_attrs == {"via": "storage"}
+    # The directions travel with the trial: no round trip for them.
+    assert "study_attribute" in transport.requests
+    asked = [c.args[0] for c in transport.sent if c.method == "study_attribute"]
+    assert "direction" not in asked and "directions" not in asked

@@ -48,7 +48,7 @@ from sweeper.tracking._events import (
 )
 from sweeper.tracking._tracker import Tracker
 from sweeper.trial._messages import TrialResult, picklable_error
-from sweeper.trial._remote import STUDY_ATTRIBUTES
+from sweeper.trial._remote import STORAGE_READS, STUDY_ATTRIBUTES, STUDY_WRITES, TRIAL_WRITES
 
 logger = get_logger(__name__)
 
@@ -817,6 +817,8 @@ def answer_call(call: Call, live: optuna.Trial) -> Reply:
             if name not in STUDY_ATTRIBUTES:
                 raise AttributeError(f"study.{name} is not readable from a worker")
             value = getattr(live.study, name)
+        elif call.method == "storage":
+            value = _storage_call(call, live)
         elif call.method in TRIAL_METHODS:
             value = getattr(live, call.method)(*call.args, **call.kwargs)
         else:
@@ -824,6 +826,27 @@ def answer_call(call: Call, live: optuna.Trial) -> Reply:
     except Exception as error:
         return Reply(call.number, call.seq, error=picklable_error(error), attempt=call.attempt)
     return Reply(call.number, call.seq, value=value, attempt=call.attempt)
+
+
+def _storage_call(call: Call, live: optuna.Trial) -> Any:
+    """A worker's ``trial.storage`` call: a read of the study's storage, or a write to its own
+    trial (kept in the live trial's cache too) or study."""
+    name, *args = call.args
+    storage = live.study._storage
+    if name in STORAGE_READS:
+        return getattr(storage, name)(*args, **call.kwargs)
+    if name in TRIAL_WRITES and args and args[0] == live._trial_id:
+        getattr(storage, name)(*args)
+        frozen = live._cached_frozen_trial
+        if name == "set_trial_user_attr":
+            frozen.user_attrs[args[1]] = args[2]
+        elif name == "set_trial_system_attr":
+            frozen.system_attrs[args[1]] = args[2]
+        return None
+    if name in STUDY_WRITES and args and args[0] == live.study._study_id:
+        getattr(storage, name)(*args)
+        return None
+    raise AttributeError(f"trial.storage.{name}{tuple(args)!r} cannot be called from a worker")
 
 
 def _failure_kind(reason: str | None, trace: str | None) -> str:

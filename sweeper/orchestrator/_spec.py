@@ -94,6 +94,8 @@ def build_spec(live: optuna.Trial, log_path: str | None = None) -> TrialSpec:
         datetime_start=live.datetime_start,
         log_path=log_path,
         root=frozen.system_attrs.get(RETRY_OF_KEY),
+        trial_id=live._trial_id,
+        study_id=live.study._study_id,
     )
 
 

@@ -44,6 +44,9 @@ class TrialSpec:
     proposals: dict[str, tuple[BaseDistribution, Any]] = field(default_factory=dict)
     """Values drawn ahead for parameters recent trials asked for, by name: used when the
     objective asks for the same distribution, without a round trip."""
+    trial_id: int | None = None
+    """The trial's id in the study's storage (what ``trial._trial_id`` is in Optuna)."""
+    study_id: int | None = None
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Faster than dataclasses' generic slots pickling, on the hot path of every trial.

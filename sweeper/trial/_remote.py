@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import optuna
 from optuna.distributions import (
     BaseDistribution,
     CategoricalChoiceType,
@@ -20,7 +21,6 @@ from optuna.distributions import (
     IntDistribution,
     check_distribution_compatibility,
 )
-from optuna.trial import BaseTrial
 
 from sweeper.channel._base import TrialChannel
 from sweeper.trial._messages import TrialSpec
@@ -32,29 +32,55 @@ STUDY_ATTRIBUTES = frozenset(
         "best_trial",
         "best_trials",
         "best_value",
-        "direction",
-        "directions",
+        "metric_names",
         "study_name",
+        "system_attrs",
         "trials",
         "user_attrs",
     }
 )
+# Storage methods an objective (or Optuna's helpers, given the trial) may call through
+# ``trial.storage`` / ``trial.study._storage``: reads, and writes to this trial or its study.
+STORAGE_READS = frozenset(
+    {
+        "get_all_trials",
+        "get_best_trial",
+        "get_n_trials",
+        "get_study_directions",
+        "get_study_system_attrs",
+        "get_study_user_attrs",
+        "get_trial",
+        "get_trial_id_from_study_id_trial_number",
+        "get_trial_number_from_id",
+        "get_trial_params",
+        "get_trial_system_attrs",
+        "get_trial_user_attrs",
+    }
+)
+TRIAL_WRITES = frozenset(
+    {"set_trial_intermediate_value", "set_trial_system_attr", "set_trial_user_attr"}
+)
+STUDY_WRITES = frozenset({"set_study_system_attr", "set_study_user_attr"})
 
 
-class RemoteTrial(BaseTrial):
-    """Behaves like :class:`optuna.Trial`, inside a worker.
+class RemoteTrial(optuna.trial.Trial):
+    """Behaves like :class:`optuna.Trial`, inside a worker (and is one, for Optuna's helpers
+    that take a trial: ``optuna.artifacts.upload_artifact``, the terminator's
+    ``report_cross_validation_scores``, integration callbacks).
 
     Suggestions that the orchestrator could decide up front (enqueued or retried
     parameters, and those the sampler samples jointly) travel with the trial and are answered
     here; the orchestrator is told about them without waiting. Every other suggestion,
     ``should_prune`` and ``trial.study`` are answered by the orchestrator, against the real
     ``optuna.Trial`` and the study's sampler and pruner. Asking for the same name twice
-    returns the first value, as in Optuna.
+    returns the first value, as in Optuna. ``trial.storage`` reads the study's storage and
+    writes this trial's attributes, through the orchestrator (workers never open storage).
 
     Not thread-safe, like :class:`optuna.Trial`: use it from the objective's thread.
     """
 
     def __init__(self, spec: TrialSpec, channel: TrialChannel) -> None:
+        # optuna.Trial.__init__ is not called: it would open the study's storage.
         self._spec = spec
         self._channel = channel
         self._params: dict[str, Any] = {}
@@ -62,7 +88,11 @@ class RemoteTrial(BaseTrial):
         self._user_attrs: dict[str, Any] = dict(spec.user_attrs)
         self._constraints: dict[str, float] = {}
         self._steps: set[int] = set()
-        self._study = _StudyProxy(spec, channel)
+        self._trial_id = spec.trial_id if spec.trial_id is not None else -1
+        storage = _StorageProxy(spec, channel)
+        # Stand-ins with the parts of optuna.Study and BaseStorage an objective uses.
+        self.storage = storage  # type: ignore[assignment]
+        self.study = _StudyProxy(spec, channel, storage)  # type: ignore[assignment]
 
     # -- identity -----------------------------------------------------------------------
 
@@ -70,11 +100,6 @@ class RemoteTrial(BaseTrial):
     def number(self) -> int:
         """The trial's number in its study."""
         return self._spec.number
-
-    @property
-    def study(self) -> _StudyProxy:
-        """A read-only view of the study (name, directions, best trial, attributes)."""
-        return self._study
 
     @property
     def datetime_start(self) -> datetime.datetime | None:
@@ -144,7 +169,7 @@ class RemoteTrial(BaseTrial):
     ) -> float:
         distribution = FloatDistribution(low, high, log=log, step=step)
         kwargs = {"step": step, "log": log}
-        return float(self._suggest("suggest_float", name, distribution, (low, high), kwargs))
+        return float(self._ask_for("suggest_float", name, distribution, (low, high), kwargs))
 
     def suggest_uniform(self, name: str, low: float, high: float) -> float:
         _warn_deprecated("suggest_uniform", "suggest_float(..., low, high)")
@@ -163,18 +188,18 @@ class RemoteTrial(BaseTrial):
     ) -> int:
         distribution = IntDistribution(low=low, high=high, log=log, step=step)
         kwargs = {"step": step, "log": log}
-        return int(self._suggest("suggest_int", name, distribution, (low, high), kwargs))
+        return int(self._ask_for("suggest_int", name, distribution, (low, high), kwargs))
 
     def suggest_categorical(  # type: ignore[override]
         self, name: str, choices: Sequence[CategoricalChoiceType]
     ) -> CategoricalChoiceType:
         distribution = CategoricalDistribution(choices=choices)
-        value: CategoricalChoiceType = self._suggest(
+        value: CategoricalChoiceType = self._ask_for(
             "suggest_categorical", name, distribution, (tuple(choices),), {}
         )
         return value
 
-    def _suggest(
+    def _ask_for(
         self,
         method: str,
         name: str,
@@ -322,23 +347,88 @@ class RemoteTrial(BaseTrial):
 
 
 class _StudyProxy:
-    """``trial.study`` inside a worker: reads a few study attributes from the orchestrator."""
+    """``trial.study`` inside a worker: the study's name and directions here, and what else
+    an objective reads (trials, the best trial, attributes) from the orchestrator, when it is
+    read."""
 
-    def __init__(self, spec: TrialSpec, channel: TrialChannel) -> None:
+    def __init__(self, spec: TrialSpec, channel: TrialChannel, storage: _StorageProxy) -> None:
         self._spec = spec
         self._channel = channel
+        self._storage = storage
+        self._study_id = spec.study_id if spec.study_id is not None else -1
 
     @property
     def study_name(self) -> str:
         return self._spec.study_name
 
+    @property
+    def directions(self) -> list[optuna.study.StudyDirection]:
+        return [optuna.study.StudyDirection[d.upper()] for d in self._spec.directions]
+
+    @property
+    def direction(self) -> optuna.study.StudyDirection:
+        if len(self._spec.directions) > 1:
+            raise RuntimeError(
+                "A single direction cannot be retrieved from a multi-objective study. Consider "
+                "using Study.directions to retrieve a list containing all directions."
+            )
+        return self.directions[0]
+
+    def _is_multi_objective(self) -> bool:
+        return len(self._spec.directions) > 1
+
+    def get_trials(
+        self, deepcopy: bool = True, states: Sequence[optuna.trial.TrialState] | None = None
+    ) -> list[optuna.trial.FrozenTrial]:
+        trials: list[optuna.trial.FrozenTrial] = self._storage.get_all_trials(
+            self._study_id, states=tuple(states) if states is not None else None
+        )
+        return trials
+
     def __getattr__(self, name: str) -> Any:
         if name not in STUDY_ATTRIBUTES:
             raise AttributeError(
                 f"`trial.study.{name}` is not available inside a sweeper worker; "
-                f"readable attributes: {', '.join(sorted(STUDY_ATTRIBUTES))}."
+                f"readable attributes: {', '.join(sorted(STUDY_ATTRIBUTES | {'directions'}))}, "
+                "get_trials()."
             )
         return self._channel.request("study_attribute", name)
+
+
+class _StorageProxy:
+    """``trial.storage`` inside a worker: reads of the study's storage, and writes to this
+    trial's (or its study's) attributes and intermediate values, done by the orchestrator.
+    Writes do not wait; a write to another trial is refused here, as it would race."""
+
+    def __init__(self, spec: TrialSpec, channel: TrialChannel) -> None:
+        self._spec = spec
+        self._channel = channel
+
+    def __getattr__(self, name: str) -> Any:
+        if name in STORAGE_READS:
+            return lambda *args, **kwargs: self._channel.request("storage", name, *args, **kwargs)
+        if name in TRIAL_WRITES:
+
+            def write(trial_id: int, *args: Any) -> None:
+                if trial_id != self._spec.trial_id:
+                    raise ValueError(
+                        f"a trial in a sweeper worker writes only its own attributes (trial id "
+                        f"{self._spec.trial_id}), not trial id {trial_id}'s."
+                    )
+                self._channel.notify("storage", name, trial_id, *args, urgent=True)
+
+            return write
+        if name in STUDY_WRITES:
+
+            def write_study(study_id: int, *args: Any) -> None:
+                self._channel.notify("storage", name, study_id, *args, urgent=True)
+
+            return write_study
+        raise AttributeError(
+            f"`trial.storage.{name}` is not available inside a sweeper worker: it reads the "
+            "study's storage and writes this trial's attributes (set_trial_system_attr, "
+            "set_trial_user_attr, set_trial_intermediate_value) through the orchestrator."
+        )
 
 
 def _as_float(value: Any) -> float:
