@@ -147,11 +147,18 @@ class RunStore:
         return list(self._meta.items())
 
     def close(self) -> None:
-        """Commit, flush to files and close both databases."""
+        """Commit and close both databases.
+
+        The sequences are flushed to a table file, as Aim does: a reader (the UI) opening
+        a database that still has a write-ahead log would write it, to flush it. The meta
+        database keeps its writes in its log, which costs a flush less: nobody else reads
+        it (the index has its keys, and its checksum says the entry is current), and
+        RocksDB replays the log when it is opened again."""
         self.commit()
-        for container in (self._seqs, self._meta):
-            if container is not None:
-                container.close()
+        if self._seqs is not None:
+            self._seqs.close()
+        if self._meta is not None:
+            _close_unflushed(self._meta)
         self._meta = self._seqs = None
 
     def checksum(self) -> str:
@@ -331,11 +338,32 @@ class RunStore:
 
 
 def _set(container: Any, batch: Any, path: Path_, value: Any) -> None:
-    """What Aim's ``ContainerTreeView.set`` does, into ``batch``."""
+    """What Aim's ``ContainerTreeView.set`` does, into ``batch``: the same keys and values.
+
+    Aim deletes the key range under ``path`` first, whatever the value. A number, string or
+    None replaces what was at its key without that (a sweeper run never holds a tree where
+    a scalar goes), which spares the database a range tombstone per value: most of what a
+    run writes, and work on every later read."""
     prefix = E.encode_path(path)
-    container.delete_range(prefix, prefix + b"\xff", store_batch=batch)
-    for key, encoded in treeutils.encode_tree(value, strict=True):
-        container.set(prefix + key, encoded, store_batch=batch)
+    if isinstance(value, (dict, list, tuple)):
+        container.delete_range(prefix, prefix + b"\xff", store_batch=batch)
+        for key, encoded in treeutils.encode_tree(value, strict=True):
+            container.set(prefix + key, encoded, store_batch=batch)
+    else:
+        batch.put(prefix, E.encode(value))
+
+
+def _close_unflushed(container: Any) -> None:
+    """Close a RocksContainer without flushing its memtable (its log has the writes)."""
+    resources: Any = getattr(container, "_resources", None)
+    db = getattr(resources, "_db", None)
+    if db is None:
+        container.close()
+        return
+    db.flush_wal()
+    resources._db = None  # what Aim's cleanup would flush first
+    del db  # RocksDB closes it; with a write-ahead log, closing does not flush
+    container.close()  # the lock and the "in progress" marker
 
 
 def remove_chunks(root: Path, run_hash: str) -> None:

@@ -43,7 +43,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -110,6 +110,8 @@ class _Run:
     """Its databases may be unusable: start them afresh if they do not open."""
     listed: bool = True
     """Indexed when it closes (so that Aim's SDK and UI list it)."""
+    opening: Future[BaseException | None] | None = None
+    """Its databases being opened, on a thread, from when the run is first needed."""
 
 
 @dataclass
@@ -192,6 +194,10 @@ class AimWriter:
         """Runs closed while a UI was indexing: what their index entry is, once it stops."""
         self._pending = 0
         self._parts: dict[str, list[Reconcile]] = {}
+        self._closing: dict[str, Future[Any]] = {}
+        """Runs whose databases are being closed, on threads, by hash."""
+        self._closed: list[tuple[_Run, tuple[int, str] | None, Future[Any]]] = []
+        """Closing runs not yet indexed and recorded, in the order they were closed."""
         self._pool = ThreadPoolExecutor(max(1, threads), thread_name_prefix="sweeper-aim")
         self.stats = WriterStats()
 
@@ -209,32 +215,35 @@ class AimWriter:
             self.flush()
 
     def flush(self) -> None:
-        """Write everything applied so far: open new runs, write changes, close, index and
-        record finished runs."""
+        """Write everything applied so far: open new runs, write changes, close finished
+        runs; index and record the runs whose closing has ended.
+
+        Opening starts on a thread as soon as a run is needed, and closing ends on one after
+        this returns, so the next batch's runs open while this one's close."""
         runs = [run for run in self._runs.values() if run.ops or run.finish]
-        if not runs:
-            return
-        self._pending = 0
-        self._write_lines()
-        self._write_rows(runs)
-        self._open_stores([run for run in runs if not run.store.is_open])
-        for run in runs:
-            ops, run.ops = run.ops, []
-            if not run.store.is_open:
-                continue  # it could not be opened: said already
-            for op in ops:
+        if runs:
+            self._pending = 0
+            self._write_lines()
+            self._write_rows(runs)
+            self._await_open([r for r in runs if r.opening is not None or not r.store.is_open])
+            for run in runs:
+                ops, run.ops = run.ops, []
+                if not run.store.is_open:
+                    continue  # it could not be opened: said already
+                for op in ops:
+                    try:
+                        op(run.store)
+                    except Exception as error:
+                        logger.warning("tracking: could not write run %s: %s", run.hash, error)
                 try:
-                    op(run.store)
+                    run.store.commit()  # readable now, and kept if this process dies
                 except Exception as error:
                     logger.warning("tracking: could not write run %s: %s", run.hash, error)
-            try:
-                run.store.commit()  # readable now, and kept if this process dies
-            except Exception as error:
-                logger.warning("tracking: could not write run %s: %s", run.hash, error)
-        self._close_finished([run for run in runs if run.finish and run.store.is_open])
-        for run in runs:
-            if not run.store.is_open and not run.ops:
-                self._runs.pop(run.key, None)
+            self._start_closing([run for run in runs if run.finish and run.store.is_open])
+            for run in runs:
+                if not run.store.is_open and not run.ops and self._runs.get(run.key) is run:
+                    del self._runs[run.key]
+        self._collect(wait=False)
 
     def close(self, *, index_pending: bool = False) -> None:
         """Finish every open run (a sweep that stops leaves none running) and unlock; with
@@ -250,6 +259,7 @@ class AimWriter:
                     run.finish = (-1, "")
                     run.listed = run.key[1] is None
             self.flush()
+            self._collect(wait=True)
             if index_pending:
                 self.index_pending()
         finally:
@@ -316,6 +326,7 @@ class AimWriter:
         elif isinstance(event, StudyDeleted):
             self._delete_study(event.study)
         elif isinstance(event, Rebuild):
+            self._collect(wait=True)  # what is being closed is recorded before it is judged
             chunks = self._chunk_hashes()
             for record in event.records:
                 if not self._is_tracked(event.study, record, chunks):
@@ -507,6 +518,7 @@ class AimWriter:
         """Rebuild what the repo lacks of ``event.study``, and its study run's series; remove
         runs of trials that turned out to rerun another (a trial asked ahead, started and
         killed before it recorded anything, goes back to the queue and may carry a rerun)."""
+        self._collect(wait=True)  # what is being closed is recorded before it is judged
         stale = [
             self._hashes[(event.study, number)]
             for number in event.retries
@@ -580,9 +592,12 @@ class AimWriter:
         self._delete_runs([run_hash for key, run_hash in self._hashes.items() if key[0] == study])
 
     def _delete_runs(self, hashes: list[str]) -> None:
+        self._collect(wait=True)
         doomed = set(hashes)
         for key in [key for key, run in self._runs.items() if run.hash in doomed]:
             run = self._runs.pop(key)
+            if run.opening is not None:
+                run.opening.result()
             if run.store.is_open:
                 run.store.close()
         for key in [key for key, run_hash in self._hashes.items() if run_hash in doomed]:
@@ -612,7 +627,10 @@ class AimWriter:
             self._hashes[key] = run_hash
             # Before the run's databases exist: a crash never leaves a run nobody knows of.
             self._new_lines.append({"study": study, "trial": root, "run": run_hash})
+        if run_hash in self._closing:
+            self._collect(wait=True)  # what its last close recorded (a retry starts over)
         run = _Run(key=key, hash=run_hash, store=self._store.RunStore(self._root, run_hash))
+        run.opening = self._pool.submit(_open, run)
         if run_hash in self._written:
             run.number = self._written[run_hash][0]  # a different one starts over
         base = {"study": study, "root": root, "kind": "study" if root is None else "trial"}
@@ -658,11 +676,11 @@ class AimWriter:
             for run in runs:
                 run.row_dirty = True
 
-    def _open_stores(self, runs: list[_Run]) -> None:
-        for run, error in zip(runs, self._pool.map(_open, runs), strict=True):
-            if error is None:
-                continue
-            if run.rebuild:
+    def _await_open(self, runs: list[_Run]) -> None:
+        for run in runs:
+            opening, run.opening = run.opening, None
+            error = opening.result() if opening is not None else _open(run)
+            if error is not None and run.rebuild:
                 logger.warning(
                     "tracking: run %s is unreadable (%s); writing it anew", run.hash, error
                 )
@@ -673,20 +691,35 @@ class AimWriter:
                 run.ops = []
                 run.finish = None
 
-    def _close_finished(self, runs: list[_Run]) -> None:
-        if not runs:
-            return
+    def _start_closing(self, runs: list[_Run]) -> None:
         end = time.time()
         for run in runs:
             run.store.set_end_time(end)
-        closed = list(self._pool.map(_close, [run.store for run in runs]))
+            finish, run.finish = run.finish, None
+            if self._runs.get(run.key) is run:
+                del self._runs[run.key]
+            future = self._pool.submit(_close, run.store)
+            self._closing[run.hash] = future
+            self._closed.append((run, finish, future))
+
+    def _collect(self, *, wait: bool) -> None:
+        """Index and record the runs whose closing has ended (all of them, with ``wait``)."""
+        done = 0
+        for _, _, future in self._closed:
+            if not (wait or future.done()):
+                break
+            done += 1
+        if not done:
+            return
+        finished, self._closed = self._closed[:done], self._closed[done:]
         index_now = self._index_runs and not self._ui_is_serving()
         ledger: list[dict[str, Any]] = []
         index = self._store.Index(self._root) if index_now else None
         try:
-            for run, result in zip(runs, closed, strict=True):
-                finish, run.finish = run.finish, None
-                self._runs.pop(run.key, None)
+            for run, finish, future in finished:
+                result = future.result()
+                if self._closing.get(run.hash) is future:
+                    del self._closing[run.hash]
                 if result is None or not run.listed:
                     continue
                 if index is not None:
