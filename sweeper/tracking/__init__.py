@@ -1,4 +1,5 @@
-"""Tracking every trial in Aim: events, the single writer of a repo, and the UI."""
+"""Tracking every trial in Aim: events, the single writer of a repo, reconciling it with
+the study's storage, and the UI."""
 
 from __future__ import annotations
 
@@ -6,14 +7,18 @@ from sweeper.tracking._events import (
     Event,
     Logged,
     ParamsSet,
+    Rebuild,
+    Reconcile,
     Reported,
     StudyDeleted,
     StudyOpened,
     StudyProgress,
     TrialFinished,
+    TrialRecord,
     TrialStarted,
+    TrialSummary,
 )
-from sweeper.tracking._tracker import HubTracker, Tracker
+from sweeper.tracking._tracker import HubTracker, StudySource, Tracker
 from sweeper.tracking._writer import AimWriter, TrackingError
 
 __all__ = [
@@ -22,12 +27,17 @@ __all__ = [
     "HubTracker",
     "Logged",
     "ParamsSet",
+    "Rebuild",
+    "Reconcile",
     "Reported",
     "StudyDeleted",
     "StudyOpened",
     "StudyProgress",
+    "StudySource",
     "Tracker",
     "TrackingError",
     "TrialFinished",
+    "TrialRecord",
     "TrialStarted",
+    "TrialSummary",
 ]
