@@ -17,7 +17,13 @@ from sweeper.cli._main import EXIT_FAILED, EXIT_OK, dump_json
 from sweeper.objective._file import read_objective_file
 from sweeper.progress._base import format_params, format_values
 from sweeper.study._recovery import FAIL_REASON_KEY, LOG_KEY, sweeps
-from sweeper.study._storage import DEFAULT_JOURNAL, home, open_storage, study_names
+from sweeper.study._storage import (
+    DEFAULT_JOURNAL,
+    home,
+    open_storage,
+    remembered_sweep,
+    study_names,
+)
 
 STATE_LABELS = {
     "COMPLETE": "complete",
@@ -34,6 +40,11 @@ def _settings(args: argparse.Namespace) -> dict[str, object]:
     if getattr(args, "file", None):
         settings.update(normalize_keys(read_objective_file(args.file).settings, "SWEEP"))
         settings.setdefault("study", Path(args.file).stem)
+        last = remembered_sweep(args.file)  # where its last sweep here went (its own code
+        if last is not None:  # may name the study and its storage)
+            settings["study"] = last["study"]
+            if last.get("storage"):
+                settings["storage"] = last["storage"]
     for key, value in env_settings().items():
         settings[key] = value
     if args.study:
@@ -146,11 +157,28 @@ def _aim_line(study: optuna.Study, repo: Path) -> str | None:
     shown = _shown(repo)
     if not behind:
         return f"Aim: every finished trial is in {shown}"
+    if _being_written(repo):
+        return f"Aim: a sweep is writing {shown}; {_count(len(behind))} not in it yet"
     return (
         f"Aim lags behind the storage: {_count(len(behind))} not in {shown} yet "
         f"({_numbers(behind)}); the next run of the study writes them, or now: "
         "python -m sweeper track --repair"
     )
+
+
+def _being_written(repo: Path) -> bool:
+    """Whether a tracking process holds the repo (a sweep runs, or its writer finishes)."""
+    import fcntl
+
+    from sweeper.tracking._writer import WRITER_LOCK
+
+    try:
+        with open(repo / WRITER_LOCK, "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    except OSError:
+        return True
+    return False
 
 
 def track(args: argparse.Namespace) -> int:
