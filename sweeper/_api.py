@@ -12,13 +12,15 @@ from typing import Any
 
 import optuna
 
-from sweeper._config import SweepConfig, resolve_config
-from sweeper._errors import ConfigError
+from sweeper._config import BUDGET, ENV_PREFIX, SweepConfig, resolve_config
+from sweeper._errors import ConfigError, ObjectiveError
 from sweeper._logging import get_logger
+from sweeper.objective._capture import FileStudy
 from sweeper.objective._file import read_objective_file
 from sweeper.objective._ref import ObjectiveRef
 from sweeper.orchestrator._sweep import SweepResult, sweep
 from sweeper.progress._base import Reporter
+from sweeper.study._storage import home
 
 Objective = Callable[[Any], Any]
 
@@ -184,14 +186,145 @@ def prepare(
     if objective is None and ":" in path and not Path(path).exists():
         path, _, objective = path.rpartition(":")
     info = read_objective_file(path, objective)
-    ref = ObjectiveRef.from_file(path, info.function)
+    built = None
+    optuna_settings, lines = dict(info.optuna_settings), dict(info.optuna_lines)
+    if info.main_block:
+        from sweeper.objective._capture import capture
+
+        built = capture(info.path, home() / "logs" / f"main-block-{Path(path).stem}.log")
+        if built.built:
+            optuna_settings, lines = file_study_settings(built, optuna_settings, lines)
     config = resolve_config(
         default_study=Path(path).stem,
         explicit=options,
         file_settings=info.settings,
-        optuna_settings=info.optuna_settings,
+        optuna_settings=optuna_settings,
     )
-    return ref, config, info.notes
+    _check_built(path, info.unreadable, built, config)
+    # Module code with effects runs once before the workers import the file at once: in the
+    # process that ran the main block, or else in the first worker.
+    ref = ObjectiveRef.from_file(
+        path, info.function, import_first=info.import_effects and built is None
+    )
+    if built is not None:
+        config = config.with_(file_study=built)
+    return ref, config, settings_notes(path, config, optuna_settings, lines)
+
+
+def file_study_settings(
+    built: FileStudy, literal: dict[str, Any], lines: dict[str, int]
+) -> tuple[dict[str, Any], dict[str, int]]:
+    """The options the file's main block gave (its objects, where the literal reading had
+    only names), and the line of each."""
+    settings = dict(literal)
+    for key in ("sampler", "pruner"):
+        if getattr(built, key) is not None:
+            settings[key] = getattr(built, key)
+            settings.pop(f"{key}_args", None)
+    for key, option in (
+        ("directions", "directions"),
+        ("study_name", "study"),
+        ("storage", "storage"),
+        ("n_jobs", "parallel"),
+    ):
+        if getattr(built, key) is not None:
+            settings[option] = getattr(built, key)
+    if built.n_trials is not None or built.timeout is not None:
+        settings["n_trials"], settings["timeout"] = built.n_trials, built.timeout
+        settings = {k: v for k, v in settings.items() if v is not None or k not in BUDGET}
+    found = dict(lines)
+    for key, line in built.lines.items():
+        found[{"study_name": "study", "n_jobs": "parallel"}.get(key, key)] = line
+    return settings, found
+
+
+def _check_built(
+    path: str, unreadable: Mapping[str, int], built: FileStudy | None, config: SweepConfig
+) -> None:
+    """A setting the file builds in its main block that could not be had is an error: the
+    sweep never runs with a different sampler than the file's."""
+    needed = {
+        key: line
+        for key, line in unreadable.items()
+        if key == "callbacks" or config.sources.get(_option(key)) in (None, "optuna-call")
+    }
+    if not needed or (built is not None and built.built and built.problem is None):
+        return
+    key, line = min(needed.items(), key=lambda item: item[1])
+    why = built.problem if built is not None and built.problem else "it could not be read"
+    flag = {"callbacks": "callbacks= (sweeper.run)", "directions": "--direction"}.get(
+        key, f"--{key.replace('_', '-')}"
+    )
+    raise ObjectiveError(
+        f"{path}:{line}: the file builds its {key} in its main block, and running that block "
+        f"to get it failed ({why}). Give it with {flag}, or fix the block so that "
+        f"`python {path}` runs."
+    )
+
+
+def _option(key: str) -> str:
+    return {"direction": "directions"}.get(key, key)
+
+
+def settings_notes(
+    path: str, config: SweepConfig, file: Mapping[str, Any], lines: Mapping[str, int]
+) -> tuple[str, ...]:
+    """The settings the file's Optuna code gave: those the sweep uses (with their lines), and
+    those a flag, an environment variable or the SWEEP dict replaced."""
+    name = Path(path).name
+    used, replaced = [], []
+    budget = next((k for k in ("n_trials", "timeout") if k in config.sources), None)
+    for key, value in file.items():
+        if key.endswith("_args"):
+            continue
+        shown = f"{key} {_short(value)}" + (f" (line {lines[key]})" if key in lines else "")
+        source = config.sources.get(key)
+        if source == "optuna-call":
+            used.append(shown)
+        elif source is not None:
+            replaced.append(f"{shown} by {_source_name(source, key)}")
+        elif key in BUDGET and budget is not None:  # the whole budget comes from elsewhere
+            replaced.append(f"{shown} by {_source_name(config.sources[budget], budget)}")
+    built = config.file_study
+    if built is not None and built.callbacks:
+        line = built.lines.get("callbacks")
+        names = ", ".join(_callable_name(c) for c in built.callbacks)
+        used.append(f"callbacks {names}" + (f" (line {line})" if line else ""))
+    if built is not None and built.enqueued:
+        count = len(built.enqueued)
+        used.append(f"{count} enqueued trial{'s' if count != 1 else ''}")
+    notes = []
+    if used:
+        notes.append(f"from {name}: " + ", ".join(used) + ".")
+    if replaced:
+        notes.append(f"{name}'s " + "; ".join(replaced) + ".")
+    return tuple(notes)
+
+
+def _callable_name(value: Any) -> str:
+    name = getattr(value, "__name__", None)
+    return str(name) if isinstance(name, str) else type(value).__name__
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, (optuna.samplers.BaseSampler, optuna.pruners.BasePruner)):
+        return type(value).__name__
+    if isinstance(value, (list, tuple)) and len(value) == 1:
+        value = value[0]
+    text = repr(value) if not isinstance(value, str) else value
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _source_name(source: str, key: str) -> str:
+    if source == "flag":
+        return (
+            f"--{key.replace('_', '-')}"
+            if key not in ("directions", "study")
+            else {"directions": "--direction", "study": "--study"}[key]
+        )
+    if source == "env":
+        return f"{ENV_PREFIX}{key.upper()}"
+    return "the SWEEP dict"
 
 
 def make_reporter(progress: str | bool) -> Reporter:

@@ -20,6 +20,7 @@ from sweeper._errors import ConfigError
 from sweeper.study._components import canonical_name
 
 ENV_PREFIX = "SWEEPER_"
+BUDGET = frozenset({"n_trials", "timeout"})
 DIRECTIONS = ("minimize", "maximize")
 BACKENDS = ("local", "modal")
 
@@ -275,6 +276,9 @@ class SweepConfig:
     requirements: str | None = None
     sources: dict[str, str] = field(default_factory=dict, compare=False)
     """Where each option's value came from (for messages): flag, env, file, optuna-call."""
+    file_study: Any = field(default=None, compare=False)
+    """What the objective file's main block built beyond the options (its callbacks, its
+    enqueued trials, the study's user attributes): a :class:`~sweeper.objective.FileStudy`."""
 
     def __post_init__(self) -> None:
         for option in OPTIONS:
@@ -329,8 +333,13 @@ def resolve_config(
     ]
     merged: dict[str, Any] = {}
     sources: dict[str, str] = {}
+    # The budget is one setting: the layer that gives any of n_trials and timeout gives
+    # both (`-n 20` over a file's optimize(n_trials=500, timeout=1) runs 20 trials, no timeout).
+    budget = next((layer for _, layer in layers if BUDGET.intersection(layer)), {})
     for source, layer in layers:
         for key, value in layer.items():
+            if key in BUDGET and layer is not budget:
+                continue
             if key not in merged:
                 merged[key] = value
                 sources[key] = source

@@ -18,7 +18,7 @@ def test_precedence_flag_env_file_optuna_call() -> None:
     )
     assert config.n_trials == 3  # flag
     assert config.parallel == 2  # env beats the file
-    assert config.timeout == 60.0  # file beats the optuna call
+    assert config.timeout is None  # the budget is one setting: the flag's replaces the file's
     assert config.seed == 7  # only in the optuna call
     assert config.directions == ("maximize",)
     assert config.study == "from-env"

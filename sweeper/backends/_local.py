@@ -115,7 +115,11 @@ class LocalBackend(Backend):
 
     def _start(self) -> None:
         self._log_dir.mkdir(parents=True, exist_ok=True)
-        for slot in self._slots:
+        # A file whose module code does more than define things is imported by one worker
+        # first: what it does once (create a database, download data) is then done before
+        # the others import it, as under plain `python FILE`.
+        first = self._slots[:1] if self._objective.import_first else self._slots
+        for slot in first:
             self._spawn(slot)
 
     def _free_slots(self) -> int:
@@ -275,6 +279,10 @@ class LocalBackend(Backend):
             if slot.state == "starting":
                 slot.state = "idle"
             self._start_failures = 0
+            if not self._winding_down and not self._closed:
+                for other in self._slots:
+                    if other.process is None and other.state == "starting":
+                        self._spawn(other)  # the first import is done: the others now
         elif isinstance(message, Failed):
             self._load_failed = True
             slot.state = "dead"

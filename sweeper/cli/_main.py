@@ -201,6 +201,10 @@ def _run(args: argparse.Namespace) -> int:
     if counts.get("FAIL") and not counts.get("COMPLETE") and not counts.get("PRUNED"):
         sys.stderr.write("error: every trial failed; see the reasons above.\n")
         return EXIT_FAILED
+    if not any(counts.values()):
+        why = result.stop_reason or "the sweep ended before any trial did"
+        sys.stderr.write(f"error: no trial finished: {why}.\n")
+        return EXIT_FAILED
     return EXIT_OK
 
 

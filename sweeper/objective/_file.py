@@ -37,9 +37,17 @@ class ObjectiveFile:
     settings: dict[str, Any] = field(default_factory=dict)
     """Settings from the ``SWEEP`` dict, as written."""
     optuna_settings: dict[str, Any] = field(default_factory=dict)
-    """Settings inferred from ``create_study``/``optimize`` calls written for plain Optuna."""
-    notes: tuple[str, ...] = ()
-    """Things worth telling the user (settings that were found but could not be used)."""
+    """Settings read from the literal arguments of ``create_study``/``optimize`` calls."""
+    optuna_lines: dict[str, int] = field(default_factory=dict)
+    """The line of each of those."""
+    unreadable: dict[str, int] = field(default_factory=dict)
+    """Settings those calls give that are not literals, by line: running the main block
+    (:mod:`sweeper.objective._capture`) takes them."""
+    main_block: bool = False
+    """Whether its ``if __name__ == "__main__":`` block sets up a study (and is run)."""
+    import_effects: bool = False
+    """Whether importing it does more than define things (module code that reads, writes or
+    computes): the first import then runs before the others, so they do not race."""
 
 
 def read_objective_file(
@@ -56,21 +64,27 @@ def read_objective_file(
             f"{where}: syntax error: {error.msg}. Fix the file and run again."
         ) from None
 
-    notes: list[str] = []
     settings = _read_settings_dict(tree, file)
-    optuna_settings, inferred_function = _read_optuna_calls(tree, notes)
+    unreadable: dict[str, int] = {}
+    lines: dict[str, int] = {}
+    optuna_settings, inferred_function = _read_optuna_calls(tree, unreadable, lines)
 
     name = function or settings.get("objective") or inferred_function or DEFAULT_FUNCTION
     if not isinstance(name, str):
         raise ObjectiveError(f"{file}: SWEEP['objective'] must be a function name (a string).")
     _check_function(tree, file, name)
     settings.pop("objective", None)
+    from sweeper.objective._capture import needs_capture
+
     return ObjectiveFile(
         path=file.resolve(),
         function=name,
         settings=settings,
         optuna_settings=optuna_settings,
-        notes=tuple(notes),
+        optuna_lines=lines,
+        unreadable=unreadable,
+        main_block=needs_capture(tree),
+        import_effects=_has_import_effects(tree),
     )
 
 
@@ -142,8 +156,12 @@ def _literal(node: ast.expr) -> tuple[bool, Any]:
         return False, None
 
 
-def _read_optuna_calls(tree: ast.Module, notes: list[str]) -> tuple[dict[str, Any], str | None]:
-    """Settings from ``create_study(...)`` and ``study.optimize(...)`` calls."""
+def _read_optuna_calls(
+    tree: ast.Module, unreadable: dict[str, int], lines: dict[str, int]
+) -> tuple[dict[str, Any], str | None]:
+    """Settings from the literal arguments of ``create_study(...)`` and ``study.optimize(...)``
+    calls; the settings given there that are not literals go in ``unreadable`` (by line),
+    and the line of each setting read in ``lines``."""
     found: dict[str, list[Any]] = {}
     functions: list[str] = []
     for node in ast.walk(tree):
@@ -157,10 +175,18 @@ def _read_optuna_calls(tree: ast.Module, notes: list[str]) -> tuple[dict[str, An
                     if ok:
                         key = "directions" if keyword.arg == "directions" else "direction"
                         found.setdefault(key, []).append(value)
+                        lines["directions"] = node.lineno
+                    else:
+                        unreadable["directions"] = node.lineno
                 elif keyword.arg in ("sampler", "pruner"):
-                    component = _component(keyword.value, keyword.arg, notes)
+                    component = _component(keyword.value)
                     if component is not None:
                         found.setdefault(keyword.arg, []).append(component)
+                        lines[keyword.arg] = node.lineno
+                    elif not (
+                        isinstance(keyword.value, ast.Constant) and keyword.value.value is None
+                    ):
+                        unreadable[keyword.arg] = node.lineno
         elif name == "optimize" and node.args:
             first = node.args[0]
             if isinstance(first, ast.Name):
@@ -170,13 +196,19 @@ def _read_optuna_calls(tree: ast.Module, notes: list[str]) -> tuple[dict[str, An
                     ok, value = _literal(keyword.value)
                     if ok and value is not None:
                         found.setdefault(keyword.arg, []).append(value)
+                        lines[keyword.arg] = node.lineno
+                    elif not ok:
+                        unreadable[keyword.arg] = node.lineno
+                elif keyword.arg == "callbacks":
+                    unreadable["callbacks"] = node.lineno
     settings: dict[str, Any] = {}
     for key, values in found.items():
-        distinct = {repr(v) for v in values}
-        if len(distinct) == 1:
+        if key in ("n_trials", "timeout"):  # several optimize calls: one after the other
+            settings[key] = sum(values)
+        elif len({repr(v) for v in values}) == 1:
             settings[key] = values[0]
         else:
-            notes.append(f"the file sets {key} more than once in Optuna calls; ignoring them")
+            unreadable[key] = lines.get(key, 0)
     if "direction" in settings and "directions" not in settings:
         settings["directions"] = [settings.pop("direction")]
     settings.pop("direction", None)
@@ -188,21 +220,16 @@ def _read_optuna_calls(tree: ast.Module, notes: list[str]) -> tuple[dict[str, An
     return settings, function
 
 
-def _component(node: ast.expr, kind: str, notes: list[str]) -> tuple[str, dict[str, Any]] | None:
-    """``optuna.samplers.TPESampler(seed=1)`` -> ("TPESampler", {"seed": 1})."""
+def _component(node: ast.expr) -> tuple[str, dict[str, Any]] | None:
+    """``optuna.samplers.TPESampler(seed=1)`` -> ("TPESampler", {"seed": 1}), or None when
+    it is not such a call with literal arguments."""
     if not isinstance(node, ast.Call) or node.args:
-        if not (isinstance(node, ast.Constant) and node.value is None):
-            notes.append(f"could not read {kind}= from the file's create_study call")
         return None
     name = _call_name(node)
     arguments: dict[str, Any] = {}
     for keyword in node.keywords:
         ok, value = _literal(keyword.value)
         if not ok or keyword.arg is None:
-            notes.append(
-                f"could not read {kind}={name}(...) from the file (its arguments are not "
-                f"literals); using the default {kind}. Pass --{kind} to choose one."
-            )
             return None
         arguments[keyword.arg] = value
     return (name or ""), arguments
@@ -233,6 +260,36 @@ def _check_function(tree: ast.Module, file: Path, name: str) -> None:
                 f"{file}:{node.lineno}: `{name}` {problem}; it must take the trial as its one "
                 f"argument: def {name}(trial): ..."
             )
+
+
+def _has_import_effects(tree: ast.Module) -> bool:
+    """Whether the module does anything at import beyond imports, definitions and literal
+    assignments (and its main block, which workers never run)."""
+    for node in tree.body:
+        if isinstance(
+            node,
+            (
+                ast.Import,
+                ast.ImportFrom,
+                ast.FunctionDef,
+                ast.AsyncFunctionDef,
+                ast.ClassDef,
+                ast.Pass,
+            ),
+        ):
+            continue
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
+            continue  # a docstring
+        if isinstance(node, ast.If) and _is_main_guard(node.test):
+            continue
+        if (
+            isinstance(node, (ast.Assign, ast.AnnAssign))
+            and node.value is not None
+            and (_literal(node.value)[0] or isinstance(node.value, (ast.Name, ast.Attribute)))
+        ):
+            continue
+        return True
+    return False
 
 
 def _bound_names(node: ast.stmt) -> list[str]:

@@ -17,6 +17,8 @@ import cloudpickle
 
 from sweeper._errors import ObjectiveError
 
+_SWEEPER_DIR = str(Path(__file__).resolve().parent.parent)
+
 
 @dataclass(frozen=True)
 class ObjectiveRef:
@@ -35,11 +37,22 @@ class ObjectiveRef:
     sys_path: tuple[str, ...] = ()
     imports: tuple[str, ...] = ()
     """Top-level modules a function objective uses (for container images)."""
+    import_first: bool = False
+    """Whether one worker should import the file before the others do: its module code does
+    more than define things (creates a database, downloads data), and two workers doing it
+    at once could race, as they never do under plain ``python FILE``."""
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike[str], function: str) -> ObjectiveRef:
+    def from_file(
+        cls, path: str | os.PathLike[str], function: str, *, import_first: bool = False
+    ) -> ObjectiveRef:
         resolved = Path(path).resolve()
-        return cls(label=f"{path}:{function}", path=str(resolved), function=function)
+        return cls(
+            label=f"{path}:{function}",
+            path=str(resolved),
+            function=function,
+            import_first=import_first,
+        )
 
     @classmethod
     def from_function(cls, function: Callable[..., Any]) -> ObjectiveRef:
@@ -147,4 +160,17 @@ def _import_failure(path: Path, error: BaseException) -> str:
         if isinstance(error, ImportError)
         else "Fix the file and run again."
     )
-    return f"{path}{line} raised {type(error).__name__} while being imported{detail}. {fix}"
+    first = f"{path}{line} raised {type(error).__name__} while being imported{detail}. {fix}"
+    # The traceback from the file on (not sweeper's or importlib's part), shown once, where
+    # it says more than the line above: the error came from deeper than the file's line.
+    frames = [
+        frame
+        for frame in traceback.extract_tb(error.__traceback__)
+        if not frame.filename.startswith(_SWEEPER_DIR)
+        and "importlib" not in frame.filename
+        and not frame.filename.startswith("<frozen")
+    ]
+    if len(frames) < 2 or isinstance(error, ImportError):
+        return first  # the one line says where already
+    trace = "".join(traceback.format_list(frames)).rstrip()
+    return f"{first}\nTraceback (most recent call last):\n{trace}"

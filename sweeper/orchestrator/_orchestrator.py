@@ -170,6 +170,7 @@ class Orchestrator:
         self._seen_failures: set[str] = set()
         self._abort: _Abort | None = None
         self._sampling_failed: SamplingFailed | None = None
+        self._callback_failed: Exception | None = None
         self._started = time.monotonic()
         self._refreshed = 0.0
 
@@ -363,6 +364,8 @@ class Orchestrator:
             raise self._abort.error
         if self._sampling_failed is not None:
             raise self._sampling_failed.error
+        if self._callback_failed is not None:
+            raise self._callback_failed
 
     def _deferred_params(self) -> contextlib.AbstractContextManager[None]:
         assert self._opened is not None
@@ -381,6 +384,7 @@ class Orchestrator:
             self._interrupts > 0
             or self._abort is not None
             or self._sampling_failed is not None
+            or self._callback_failed is not None
             or self._budget_spent()
             or self._stopped_by_callback()
         )
@@ -390,7 +394,7 @@ class Orchestrator:
         if not self._opened.study._stop_flag:
             return False
         if self._stop_reason is None:
-            self._stop_reason = "stopped by study.stop() (in a callback or the objective)"
+            self._stop_reason = "study.stop() was called"
         return True
 
     def _budget_spent(self) -> bool:
@@ -399,6 +403,8 @@ class Orchestrator:
         if self._timeout is not None and time.monotonic() - self._started >= self._timeout:
             if self._stop_reason is None and self._backend.running:
                 self._stats.stopping = "timeout reached: waiting for running trials to finish"
+            if self._stop_reason is None and self._n_trials is not None:
+                self._stop_reason = f"the timeout of {self._timeout:g}s was reached"
             return True
         return False
 
@@ -664,7 +670,19 @@ class Orchestrator:
         study = self._opened.study
         frozen = study._storage.get_trial(live._trial_id)
         for callback in self._callbacks:
-            callback(study, copy.deepcopy(frozen))
+            name = getattr(callback, "__name__", None) or type(callback).__name__
+            stopped = study._stop_flag
+            try:
+                callback(study, copy.deepcopy(frozen))
+            except Exception as error:
+                # As study.optimize raises it, after the running trials finish.
+                logger.debug("the callback %s raised", name, exc_info=True)
+                if self._callback_failed is None:
+                    self._callback_failed = error
+                    self._stop_reason = f"the callback {name} raised {type(error).__name__}"
+                return
+            if study._stop_flag and not stopped and self._stop_reason is None:
+                self._stop_reason = f"the callback {name} called study.stop()"
 
     def _check_values(self, values: tuple[float, ...]) -> str | None:
         """Why ``values`` cannot be told to the study, or None. The first trial to return

@@ -22,7 +22,7 @@ from sweeper.orchestrator._stats import SweepStats
 from sweeper.progress._base import BestTrial, Reporter, SweepInfo, SweepSummary
 from sweeper.study._components import make_pruner, make_sampler
 from sweeper.study._recovery import Recovery, SweepRecord, recover, register, unregister
-from sweeper.study._storage import existing_directions, home, open_storage
+from sweeper.study._storage import existing_directions, home, open_storage, remember_sweep
 from sweeper.tracking._events import StudyDeleted, StudyOpened
 from sweeper.tracking._tracker import HubTracker, StudySource, Tracker
 
@@ -67,7 +67,6 @@ def sweep(
     """
     opened_storage = open_storage(config.storage, workdir)
     storage = opened_storage.storage
-    notes = (*opened_storage.notes, *notes)
     existing = existing_directions(storage, config.study)
     if config.directions and existing and tuple(config.directions) != existing:
         raise StorageError(
@@ -118,6 +117,8 @@ def sweep(
         )
         study_id = storage.get_study_id_from_name(config.study)
         register(storage, study_id, record)
+        if objective.path is not None:
+            remember_sweep(objective.path, config.study, opened_storage.url, workdir)
         reporter.begin(
             SweepInfo(
                 objective=objective.label,
@@ -133,12 +134,15 @@ def sweep(
                 log_dir=str(log_dir),
             )
         )
-        for text in notes:
+        for text in opened_storage.notes:
             reporter.note(text, "warning")
+        for text in notes:
+            reporter.note(text)
         if config.n_trials is None and config.timeout is None:
             reporter.note("No --n-trials or --timeout given: running until Ctrl-C.")
         for text in _recovery_notes(recover(study, storage, study_id)):
             reporter.note(text, "warning")
+        _apply_file_study(study, config)
         tracker.start(StudySource(storage, config.study))  # reconciles Aim with the storage
         tracker.emit(StudyOpened(config.study, directions, _settings(config, objective, parallel)))
         stats.seed(study.get_trials(deepcopy=False))
@@ -155,7 +159,7 @@ def sweep(
         trial_timeout=config.trial_timeout,
         tracker=tracker,
         checkpoints=_checkpoints(config, workdir),
-        callbacks=callbacks,
+        callbacks=list(callbacks) or _file_callbacks(config),
         storage_location=opened_storage.location or None,
         sampler_processes=(
             default_sampler_processes(parallel, sampler)
@@ -181,6 +185,24 @@ def sweep(
         interrupted=orchestrator.interrupted,
         stop_reason=orchestrator.stop_reason,
     )
+
+
+def _apply_file_study(study: optuna.Study, config: SweepConfig) -> None:
+    """What the file's main block did to its study besides the options, done to this one:
+    the trials it enqueued (as `python FILE` enqueues them on every run) and the study's user
+    attributes it set."""
+    built = config.file_study
+    if built is None:
+        return
+    for key, value in built.user_attrs.items():
+        study.set_user_attr(key, value)
+    for trial in built.enqueued:
+        study.enqueue_trial(trial["params"], user_attrs=trial["user_attrs"] or None)
+
+
+def _file_callbacks(config: SweepConfig) -> list[Callback]:
+    built = config.file_study
+    return list(built.callbacks) if built is not None else []
 
 
 def default_sampler_processes(parallel: int, sampler: optuna.samplers.BaseSampler) -> int:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import optuna
 from optuna.storages import BaseStorage
@@ -149,6 +151,46 @@ def _relative(path: Path) -> str:
         return str(path.resolve().relative_to(Path.cwd()))
     except ValueError:
         return str(path)
+
+
+SWEEPS_INDEX = "sweeps.json"
+"""Which study, in which storage, each objective file's last sweep here used: so that
+``status FILE`` finds a study the file's own code named and stored elsewhere."""
+
+
+def remember_sweep(
+    file: str, study: str, storage: str | None, workdir: str | os.PathLike[str] | None = None
+) -> None:
+    """Note that the sweep of ``file`` runs study ``study`` in ``storage`` (None: default)."""
+    index = home(workdir) / SWEEPS_INDEX
+    entries = _read_index(index)
+    entry = {"study": study, "storage": storage}
+    if entries.get(file) == entry:
+        return
+    entries[file] = entry
+    try:
+        index.parent.mkdir(parents=True, exist_ok=True)
+        temporary = index.with_suffix(".tmp")
+        temporary.write_text(json.dumps(entries, indent=1, sort_keys=True))
+        temporary.replace(index)
+    except OSError:
+        pass  # only a convenience for status and best
+
+
+def remembered_sweep(
+    file: str, workdir: str | os.PathLike[str] | None = None
+) -> dict[str, str | None] | None:
+    """The study and storage the last sweep of ``file`` here used, if one ran."""
+    entry = _read_index(home(workdir) / SWEEPS_INDEX).get(str(Path(file).resolve()))
+    return entry if isinstance(entry, dict) else None
+
+
+def _read_index(path: Path) -> dict[str, Any]:
+    try:
+        entries = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return entries if isinstance(entries, dict) else {}
 
 
 def existing_directions(storage: BaseStorage, study_name: str) -> tuple[str, ...] | None:
