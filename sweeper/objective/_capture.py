@@ -232,8 +232,9 @@ def main(argv: Sequence[str]) -> None:
 
 
 def capture(path: Path, log: Path) -> FileStudy:
-    """Run ``path``'s main block in a child process and return what it built. Raises
-    :class:`ObjectiveError` if the file cannot be imported."""
+    """Run ``path``'s main block in a child process and return what it built (with the
+    problem, if it could not be imported here or its block failed). Raises
+    :class:`ObjectiveError` if the process itself fails."""
     import cloudpickle
 
     from sweeper._process import spawn_python
@@ -258,8 +259,8 @@ def capture(path: Path, log: Path) -> FileStudy:
                     "--n-trials, ...) or in a SWEEP dict."
                 )
         kind, payload = connection.recv()
-        if kind == "import-failed":
-            raise ObjectiveError(payload)
+        if kind == "import-failed":  # on Modal its packages may be only in the image:
+            return FileStudy(problem=f"importing it here failed: {payload}")  # is it needed?
         found: FileStudy = cloudpickle.loads(payload)
         return found
     except (EOFError, OSError):
