@@ -41,8 +41,8 @@ def test_pruning_decided_by_the_study_pruner(project: Project) -> None:
         assert steps == list(range(len(steps)))  # every report arrived, in order, once
         if trial.state == TrialState.COMPLETE:
             assert steps == list(range(20))
-        if trial.state == TrialState.PRUNED:
-            assert len(steps) < 20
+        if trial.state == TrialState.PRUNED:  # stopped at the step it was pruned at,
+            assert 1 <= len(steps) <= 20  # which may be the last one
 
 
 def test_multi_objective(project: Project) -> None:
