@@ -127,7 +127,8 @@ def test_second_ctrl_c_stops_at_once_and_records_everything(project: Project) ->
     started = time.monotonic()
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=30)
-    assert time.monotonic() - started < 5
+    # At once: the running trials had 20 s of sleeping left; stopping does not wait for them.
+    assert time.monotonic() - started < 15
     assert process.returncode == 130, stderr
     trials = project.study("slow").trials
     ran = [t for t in trials if t.state != TrialState.WAITING]
