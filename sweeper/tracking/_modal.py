@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import pickle
+import time
 from typing import TYPE_CHECKING, Any
 
 from sweeper._logging import get_logger
@@ -55,12 +56,17 @@ class ModalTracker(BatchingTracker):
             self._backend.send_tracking(part)
 
     def _finish(self) -> None:
-        waited = 0.0
-        while waited < HUB_CLOSE_SECONDS:
-            if self._backend.close_hub(_WAIT_SLICE):
+        if self._backend.close_hub(_WAIT_SLICE):  # asks the hub to close, once
+            return
+        closed = getattr(self._backend, "_hub_closed", None)
+        deadline = time.monotonic() + HUB_CLOSE_SECONDS
+        while closed is not None and time.monotonic() < deadline:
+            if hub_has_ended(self._backend):  # its "closed" may still be on its way
+                if closed.wait(_WAIT_SLICE):
+                    return
+                raise TrackingUnavailable("the Aim hub stopped before it finished writing")
+            if closed.wait(_WAIT_SLICE):
                 return
-            waited += _WAIT_SLICE
-            self._check()
         raise TrackingUnavailable(
             "the Aim hub did not finish writing in time; the last events may be missing"
         )
