@@ -13,6 +13,7 @@ from bench.capacity import capacity
 from bench.first_run import first_run
 from bench.functions import FUNCTIONS
 from bench.modal_path import modal_path
+from bench.tracking_writer import tracking_writer as tracking_writer_metric
 
 
 @dataclass(frozen=True)
@@ -393,4 +394,5 @@ METRICS: dict[str, Callable[[Plan, Record], Metric]] = {
     "capacity": capacity,
     "first_run": first_run,
     "modal_path": modal_path,
+    "tracking_writer": tracking_writer_metric,
 }

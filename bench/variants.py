@@ -21,6 +21,8 @@ from typing import Any
 
 import optuna
 
+from bench.tracking_writer import tracking_writer_variant
+
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
@@ -533,6 +535,7 @@ VARIANTS: dict[str, Callable[..., dict[str, Any]]] = {
         capacity,
         cli_sweep,
         modal_path,
+        tracking_writer_variant,
     )
 }
 

@@ -294,13 +294,7 @@ def _artifacts(swept: Swept) -> None:
         assert content["number"] == trial.number and content["value"] == trial.value
 
 
-@case(
-    "terminator",
-    xfail="report_cross_validation_scores(trial, scores) passes cross_val_score's ndarray: "
-    "'storage failed: Object of type ndarray is not JSON serializable', the attribute is "
-    "dropped, then TerminatorCallback raises 'Please call report_cross_validation_scores' "
-    "and the sweep exits 1 with a traceback",
-)
+@case("terminator")
 def _terminator(swept: Swept) -> None:
     swept.finished(range(1, swept.n + 1))  # TerminatorCallback may stop it early
     for trial in swept.trials(TrialState.COMPLETE):
@@ -363,11 +357,7 @@ def _argparse_main(swept: Swept) -> None:
     assert "TPESampler" in swept.header
 
 
-@case(
-    "argparse_module",
-    xfail="module-level parser.parse_args() sees sweeper's own argv when the file is imported: "
-    "'argparse_module.py:16 raised SystemExit while being imported: 2', exit 2",
-)
+@case("argparse_module")
 def _argparse_module(swept: Swept) -> None:
     swept.finished(swept.n)
     for trial in swept.trials():

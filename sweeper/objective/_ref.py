@@ -1,7 +1,14 @@
-"""How a worker finds the objective: a file and a function name, or a function sent by value."""
+"""How a worker finds the objective: a file and a function name, or a function sent by value.
+
+A function also gets its default study name here (:func:`study_name_for`) and the
+fingerprint that tells it apart from another function of the same name
+(:func:`fingerprint`).
+"""
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import importlib.util
 import inspect
 import os
@@ -41,6 +48,10 @@ class ObjectiveRef:
     """Whether one worker should import the file before the others do: its module code does
     more than define things (creates a database, downloads data), and two workers doing it
     at once could race, as they never do under plain ``python FILE``."""
+    fingerprint: str | None = None
+    """For a function: :func:`fingerprint`, which its study remembers. None for a file,
+    whose study is the file's whatever its code is now (edit it and run it again: the
+    study goes on)."""
 
     @classmethod
     def from_file(
@@ -75,6 +86,7 @@ class ObjectiveRef:
             # "" is the working directory now, wherever the workers start.
             sys_path=tuple(os.path.abspath(p) if p == "" else p for p in sys.path),
             imports=tuple(sorted(function_imports(function))),
+            fingerprint=fingerprint(function),
         )
 
     def load(self) -> Callable[[Any], Any]:
@@ -105,6 +117,139 @@ class ObjectiveRef:
         return function  # type: ignore[no-any-return]
 
 
+def study_name_for(function: Callable[..., Any]) -> str:
+    """The study a function's sweeps go to unless ``study=`` says otherwise: its qualified
+    name, ``make_objective.objective`` for a closure, ``lambda`` for a lambda (the
+    fingerprint tells two of a name apart: see :func:`fingerprint`)."""
+    target: Any = function
+    while isinstance(target, functools.partial):
+        target = target.func
+    name = getattr(target, "__qualname__", None)
+    if not isinstance(name, str) or not isinstance(
+        target, (types.FunctionType, types.MethodType, types.BuiltinFunctionType)
+    ):
+        name = type(target).__qualname__  # a callable object: its class
+    return name.replace(".<locals>", "").replace("<lambda>", "lambda")
+
+
+def fingerprint(function: Callable[..., Any]) -> str:
+    """What a study remembers of the function it was run with, to tell whether a function
+    given later is the same objective.
+
+    A hash of the function's code (its bytecode and constants: comments, blank lines and
+    where it sits in a cell do not count), of the code of the functions of the same module
+    or notebook that it calls, and of the values of the plain constants (numbers, strings,
+    and tuples, lists and dicts of them) that it and they read from globals and closures.
+    Redefining the function as it was gives the same fingerprint, in this session or the
+    next; changing its search space, its code, a helper or a constant it reads gives
+    another. Data it reads (arrays, tensors, data frames) does not count.
+    """
+    parts = _Fingerprint()
+    parts.callable(function)
+    return hashlib.sha256("\x00".join(parts.parts).encode()).hexdigest()[:16]
+
+
+class _Fingerprint:
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self._seen: set[int] = set()
+
+    def callable(self, value: Any) -> None:
+        if id(value) in self._seen:
+            return
+        self._seen.add(id(value))
+        if isinstance(value, functools.partial):
+            self.parts.append("partial")
+            self.callable(value.func)
+            self.parts.extend(_constant(a) or type(a).__name__ for a in value.args)
+            for key, item in sorted(value.keywords.items()):
+                self.parts.append(f"{key}={_constant(item) or type(item).__name__}")
+        elif isinstance(value, types.MethodType):
+            self.callable(value.__func__)
+        elif isinstance(value, types.FunctionType):
+            self._function(value)
+        else:
+            cls = type(value)
+            self.parts.append(cls.__qualname__)
+            call = getattr(cls, "__call__", None)  # noqa: B004 - the class's own method
+            if isinstance(call, types.FunctionType):
+                self._function(call)
+            for key, item in sorted(getattr(value, "__dict__", {}).items()):
+                constant = _constant(item)
+                if constant is not None:
+                    self.parts.append(f"{key}={constant}")
+
+    def _function(self, function: types.FunctionType) -> None:
+        code = function.__code__
+        self._code(code)
+        for default in function.__defaults__ or ():
+            self.parts.append(_constant(default) or type(default).__name__)
+        for key, default in sorted((function.__kwdefaults__ or {}).items()):
+            self.parts.append(f"{key}={_constant(default) or type(default).__name__}")
+        module = function.__module__
+        for name, cell in zip(code.co_freevars, function.__closure__ or (), strict=False):
+            try:
+                self._value(name, cell.cell_contents, module)
+            except ValueError:  # an empty cell
+                continue
+        for name in sorted(_global_names(code)):
+            if name in function.__globals__:
+                self._value(name, function.__globals__[name], module)
+
+    def _value(self, name: str, value: Any, module: str) -> None:
+        constant = _constant(value)
+        if constant is not None:
+            self.parts.append(f"{name}={constant}")
+        elif (
+            isinstance(value, (types.FunctionType, functools.partial))
+            and getattr(value, "__module__", None) == module
+        ):
+            self.parts.append(f"{name}:")
+            self.callable(value)
+
+    def _code(self, code: types.CodeType) -> None:
+        self.parts.append(code.co_code.hex())
+        self.parts.append(" ".join(code.co_names))
+        for const in code.co_consts:
+            if isinstance(const, types.CodeType):
+                self._code(const)
+            else:
+                self.parts.append(_constant(const) or type(const).__name__)
+
+
+def _global_names(code: types.CodeType) -> set[str]:
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _global_names(const)
+    return names
+
+
+_CONSTANT_ITEMS = 1000
+
+
+def _constant(value: Any, depth: int = 0) -> str | None:
+    """``value`` written out, if it is a plain constant (in a stable order), else None."""
+    if value is None or isinstance(value, (bool, int, float, complex, str, bytes)):
+        return repr(value)
+    if depth > 3 or not isinstance(value, (tuple, list, dict, set, frozenset)):
+        return None
+    if len(value) > _CONSTANT_ITEMS:
+        return None
+    if isinstance(value, dict):
+        items = [(_constant(k, depth + 1), _constant(v, depth + 1)) for k, v in value.items()]
+        if any(k is None or v is None for k, v in items):
+            return None
+        return "{" + ", ".join(sorted(f"{k}: {v}" for k, v in items)) + "}"
+    written = [_constant(item, depth + 1) for item in value]
+    if any(item is None for item in written):
+        return None
+    if isinstance(value, (set, frozenset)):
+        return "{" + ", ".join(sorted(item for item in written if item is not None)) + "}"
+    inside = ", ".join(item for item in written if item is not None)
+    return f"({inside})" if isinstance(value, tuple) else f"[{inside}]"
+
+
 def import_file(path: Path) -> types.ModuleType:
     """Import ``path`` as a module named after its stem (never ``__main__``)."""
     folder = str(path.parent)
@@ -118,11 +263,14 @@ def import_file(path: Path) -> types.ModuleType:
         raise ObjectiveError(f"cannot import {path}. Give the path to a Python source file.")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
+    argv, sys.argv = sys.argv, [str(path)]  # as `python FILE` sees it (argparse at import)
     try:
         spec.loader.exec_module(module)
     except BaseException as error:
         sys.modules.pop(name, None)
         raise ObjectiveError(_import_failure(path, error)) from error
+    finally:
+        sys.argv = argv
     return module
 
 

@@ -287,6 +287,7 @@ class RemoteTrial(optuna.trial.Trial):
         return bool(self._channel.request("should_prune"))
 
     def set_user_attr(self, key: str, value: Any) -> None:
+        value = _plain(value)  # numpy values, as Optuna's in-memory study keeps them
         _check_json("set_user_attr", key, value)
         self._user_attrs[key] = copy.deepcopy(value)
         self._channel.notify("set_user_attr", key, value, urgent=True)
@@ -415,6 +416,11 @@ class _StorageProxy:
                         f"a trial in a sweeper worker writes only its own attributes (trial id "
                         f"{self._spec.trial_id}), not trial id {trial_id}'s."
                     )
+                key, value = args if len(args) == 2 else (None, None)
+                if name != "set_trial_intermediate_value":
+                    value = _plain(value)  # numpy scores, as Optuna's in-memory study keeps
+                    _check_json(name, str(key), value)
+                    args = (key, value)
                 self._channel.notify("storage", name, trial_id, *args, urgent=True)
 
             return write
@@ -439,6 +445,17 @@ def _as_float(value: Any) -> float:
         raise TypeError(
             f"The `value` argument is of type '{type(value)}' but supposed to be a float."
         ) from None
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with numpy arrays and scalars as lists and numbers (what JSON can store)."""
+    if hasattr(value, "tolist") and type(value).__module__ == "numpy":
+        return value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
 
 
 def _check_json(method: str, key: str, value: Any) -> None:
