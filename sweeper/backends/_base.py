@@ -29,7 +29,16 @@ class LoadFailed:
     message: str
 
 
-Event = Call | TrialResult | Notice | LoadFailed
+@dataclass(frozen=True, slots=True)
+class Output:
+    """What a running trial printed (stdout and stderr), whole lines as they come; its log
+    file keeps all of it."""
+
+    number: int
+    text: str
+
+
+Event = Call | TrialResult | Notice | LoadFailed | Output
 
 
 class Backend(abc.ABC):

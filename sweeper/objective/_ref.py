@@ -86,7 +86,7 @@ class ObjectiveRef:
             # "" is the working directory now, wherever the workers start.
             sys_path=tuple(os.path.abspath(p) if p == "" else p for p in sys.path),
             imports=tuple(sorted(function_imports(function))),
-            fingerprint=fingerprint(function),
+            fingerprint=_remember_sent(function),
         )
 
     def load(self) -> Callable[[Any], Any]:
@@ -144,15 +144,48 @@ def fingerprint(function: Callable[..., Any]) -> str:
     next; changing its search space, its code, a helper or a constant it reads gives
     another. Data it reads (arrays, tensors, data frames) does not count.
     """
-    parts = _Fingerprint()
-    parts.callable(function)
-    return hashlib.sha256("\x00".join(parts.parts).encode()).hexdigest()[:16]
+    walk = _Fingerprint()
+    walk.callable(function)
+    return walk.digest()
+
+
+_sent: dict[str, list[tuple[str, int, int]]] = {}
+"""The code of functions sent to workers by value, by name: (file, first line, last line),
+the latest first. Sent by value, code loses its file name (cloudpickle names it
+``<dynamic-code>``); tracebacks from the workers are shown with it again."""
+
+
+def _remember_sent(function: Callable[..., Any]) -> str:
+    """Note where the code of ``function`` (and of what it calls) is; its fingerprint."""
+    walk = _Fingerprint()
+    walk.callable(function)
+    for code in walk.codes:
+        lines = [line for _, _, line in code.co_lines() if line is not None]
+        where = (code.co_filename, code.co_firstlineno, max(lines, default=code.co_firstlineno))
+        known = _sent.setdefault(code.co_name, [])
+        if where in known:
+            known.remove(where)
+        known.insert(0, where)
+        del known[16:]
+    return walk.digest()
+
+
+def sent_from(name: str, line: int) -> str | None:
+    """The file of the function ``name`` sent to workers whose code spans ``line``."""
+    for filename, first, last in _sent.get(name, ()):
+        if first <= line <= last:
+            return filename
+    return None
 
 
 class _Fingerprint:
     def __init__(self) -> None:
         self.parts: list[str] = []
+        self.codes: list[types.CodeType] = []
         self._seen: set[int] = set()
+
+    def digest(self) -> str:
+        return hashlib.sha256("\x00".join(self.parts).encode()).hexdigest()[:16]
 
     def callable(self, value: Any) -> None:
         if id(value) in self._seen:
@@ -208,6 +241,7 @@ class _Fingerprint:
             self.callable(value)
 
     def _code(self, code: types.CodeType) -> None:
+        self.codes.append(code)
         self.parts.append(code.co_code.hex())
         self.parts.append(" ".join(code.co_names))
         for const in code.co_consts:

@@ -22,7 +22,7 @@ from optuna.trial import TrialState
 
 from sweeper._errors import ConfigError, ObjectiveError, SweeperError, UsageError
 from sweeper._logging import get_logger
-from sweeper.backends._base import Backend, LoadFailed, Notice
+from sweeper.backends._base import Backend, LoadFailed, Notice, Output
 from sweeper.channel._messages import Call, Reply
 from sweeper.orchestrator._asker import (
     CHEAP_SAMPLERS,
@@ -541,6 +541,8 @@ class Orchestrator:
             self._on_result(event)
         elif isinstance(event, Notice):
             self._reporter.note(event.text, event.level)
+        elif isinstance(event, Output):
+            self._reporter.trial_output(event.number, event.text)
         elif isinstance(event, LoadFailed):
             if self._any_values:  # it loaded before: a worker-specific problem
                 self._reporter.note(event.message, "warning")

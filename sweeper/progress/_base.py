@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -66,6 +68,10 @@ class Reporter:
     def note(self, text: str, level: str = "info") -> None:
         """A message for the user: ``info``, ``warning`` or ``debug``."""
 
+    def trial_output(self, number: int, text: str) -> None:
+        """What trial ``number`` printed (its stdout and stderr, ``print`` and ``logging``),
+        in pieces as it comes; the trial's log file keeps all of it."""
+
     def trial_finished(self, trial: FinishedTrial, snapshot: Snapshot, new_best: bool) -> None:
         """A trial was told to the study."""
 
@@ -80,6 +86,65 @@ class Reporter:
 
     def close(self) -> None:
         """Release the display; called on every exit path, after ``end`` if it was called."""
+
+
+OUTPUT_RATE = 20.0
+"""Lines of trial output shown a second, on average."""
+OUTPUT_BURST = 100
+"""Lines of trial output shown at once, before the rate applies."""
+
+
+class TrialOutput:
+    """What trials print, as lines to show: each prefixed with its trial's number, at most
+    :data:`OUTPUT_RATE` a second (:data:`OUTPUT_BURST` at once). The lines over that are
+    counted, and said in one line when the trial finishes, with where they all are."""
+
+    def __init__(
+        self,
+        rate: float = OUTPUT_RATE,
+        burst: int = OUTPUT_BURST,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._rate, self._burst, self._clock = rate, burst, clock
+        self._tokens = float(burst)
+        self._filled = clock()
+        self._partial: dict[int, str] = {}
+        self._hidden: dict[int, int] = {}
+
+    def lines(self, number: int, text: str) -> list[str]:
+        """The lines to show now of ``text`` (a line cut short waits for its end)."""
+        *complete, partial = (self._partial.pop(number, "") + text).split("\n")
+        if partial:
+            self._partial[number] = partial
+        return self._admit(number, complete)
+
+    def finished(self, number: int, log_path: str | None) -> list[str]:
+        """The last lines of a trial that has finished: its unfinished line, and how many
+        were not shown."""
+        partial = self._partial.pop(number, "")
+        shown = self._admit(number, [partial]) if partial.strip() else []
+        hidden = self._hidden.pop(number, 0)
+        if hidden:
+            where = f"; all of them are in {log_path}" if log_path else ""
+            shown.append(
+                f"[trial {number}] ... {hidden} more line{'s' if hidden != 1 else ''} "
+                f"not shown{where}"
+            )
+        return shown
+
+    def _admit(self, number: int, lines: list[str]) -> list[str]:
+        now = self._clock()
+        self._tokens = min(self._burst, self._tokens + (now - self._filled) * self._rate)
+        self._filled = now
+        shown = []
+        for line in lines:
+            line = line.rstrip("\r").rsplit("\r", 1)[-1]  # a bar redrawn in place: its end
+            if self._tokens >= 1:
+                self._tokens -= 1
+                shown.append(f"[trial {number}] {line}")
+            else:
+                self._hidden[number] = self._hidden.get(number, 0) + 1
+        return shown
 
 
 def budget_text(info: SweepInfo) -> str:

@@ -1,8 +1,14 @@
-"""Progress in a Jupyter notebook: one display that updates in place, failures below it."""
+"""Progress in a Jupyter notebook: one display that updates in place, failures below it.
+
+Every display has a ``text/plain`` form beside its HTML, so text front ends (a console, a
+notebook converted to text, CI logs of executed notebooks) show the same. What trials print
+is written to the cell's output stream, each line prefixed with its trial's number.
+"""
 
 from __future__ import annotations
 
 import html
+import sys
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -10,11 +16,14 @@ from sweeper.progress._base import (
     Reporter,
     SweepInfo,
     SweepSummary,
+    TrialOutput,
     best_text,
     format_duration,
     format_params,
+    status_line,
     summary_lines,
 )
+from sweeper.progress._traceback import user_traceback
 
 if TYPE_CHECKING:
     from sweeper.orchestrator._stats import FinishedTrial, Snapshot
@@ -38,19 +47,28 @@ def in_notebook() -> bool:
     return isinstance(shell, ZMQInteractiveShell)
 
 
+def in_ipython() -> bool:
+    """Whether this code runs in an IPython shell: a Jupyter kernel or ``ipython``."""
+    if "IPython" not in sys.modules:
+        return False
+    from IPython import get_ipython
+
+    return get_ipython() is not None
+
+
 class NotebookReporter(Reporter):
     """Renders the sweep's state as HTML in the cell's output, updated in place."""
 
     def __init__(self, verbose: bool = False) -> None:
-        from IPython.display import HTML, display
+        from IPython.display import display
 
-        self._html = HTML
         self._display = display
         self._verbose = verbose
         self._handle: Any = None
         self._last = 0.0
         self._snapshot: Snapshot | None = None
         self._info: SweepInfo | None = None
+        self._output = TrialOutput()
 
     def begin(self, info: SweepInfo) -> None:
         self._info = info
@@ -60,7 +78,11 @@ class NotebookReporter(Reporter):
         if level == "debug" and not self._verbose:
             return
         color = "#b45309" if level == "warning" else "inherit"
-        self._display(self._html(f'<div style="color:{color}">{html.escape(text)}</div>'))
+        prefix = "warning: " if level == "warning" else ""
+        self._show_both(prefix + text, f'<div style="color:{color}">{html.escape(text)}</div>')
+
+    def trial_output(self, number: int, text: str) -> None:
+        self._print(self._output.lines(number, text))
 
     def trial_failed(self, trial: FinishedTrial, first_of_kind: bool) -> None:
         where = f" log: {trial.log_path}" if trial.log_path else ""
@@ -68,14 +90,17 @@ class NotebookReporter(Reporter):
             f"trial {trial.number} failed: {trial.reason} [{format_params(trial.params)}]{where}"
         )
         body = f'<div style="color:#b91c1c">&#10007; {html.escape(text)}</div>'
+        plain = text
         if first_of_kind and trial.traceback:
+            trace = user_traceback(trial.traceback)
             body += (
-                "<details><summary>traceback</summary><pre>"
-                f"{html.escape(trial.traceback.rstrip())}</pre></details>"
+                f"<details><summary>traceback</summary><pre>{html.escape(trace)}</pre></details>"
             )
-        self._display(self._html(body))
+            plain += "\n" + trace
+        self._show_both(plain, body)
 
     def trial_finished(self, trial: FinishedTrial, snapshot: Snapshot, new_best: bool) -> None:
+        self._print(self._output.finished(trial.number, trial.log_path))
         self._snapshot = snapshot
         self._show()
 
@@ -86,21 +111,48 @@ class NotebookReporter(Reporter):
     def end(self, summary: SweepSummary) -> None:
         self._show(force=True)
         text = "\n".join(summary_lines(summary))
-        self._display(self._html(f"<pre>{html.escape(text)}</pre>"))
+        self._show_both(text, f"<pre>{html.escape(text)}</pre>")
 
     def close(self) -> None:
         self._show(force=True)
+
+    def _print(self, lines: list[str]) -> None:
+        """Trial output, into the cell's output stream as ``print`` would put it."""
+        if lines:
+            sys.stdout.write("".join(line + "\n" for line in lines))
+
+    def _show_both(self, text: str, body: str) -> None:
+        self._display({"text/plain": text, "text/html": body}, raw=True)
 
     def _show(self, force: bool = False) -> None:
         now = time.monotonic()
         if not force and now - self._last < _REFRESH_SECONDS:
             return
         self._last = now
-        content = self._html(render_html(self._info, self._snapshot))
+        content = {
+            "text/plain": render_text(self._info, self._snapshot),
+            "text/html": render_html(self._info, self._snapshot),
+        }
         if self._handle is None:
-            self._handle = self._display(content, display_id=True)
+            self._handle = self._display(content, raw=True, display_id=True)
         else:
-            self._handle.update(content)
+            self._handle.update(content, raw=True)
+
+
+def render_text(info: SweepInfo | None, s: Snapshot | None) -> str:
+    """The live part of the display, as text."""
+    lines = []
+    if info is not None:
+        lines.append(
+            f"{info.study} ({', '.join(info.directions)}): {info.parallel} {info.backend} "
+            f"workers, {info.sampler}, {info.pruner}"
+        )
+    if s is not None:
+        lines.append(status_line(s))
+        state = s.stopping or s.waiting
+        if state:
+            lines.append(state)
+    return "\n".join(lines)
 
 
 def render_html(info: SweepInfo | None, s: Snapshot | None) -> str:

@@ -10,6 +10,7 @@ from sweeper.progress._base import (
     Reporter,
     SweepInfo,
     SweepSummary,
+    TrialOutput,
     budget_text,
     format_duration,
     format_params,
@@ -18,6 +19,7 @@ from sweeper.progress._base import (
     status_line,
     summary_lines,
 )
+from sweeper.progress._traceback import user_traceback
 
 if TYPE_CHECKING:
     from sweeper.orchestrator._stats import FinishedTrial, Snapshot
@@ -38,6 +40,7 @@ class PlainReporter(Reporter):
         self._interval = interval
         self._verbose = verbose
         self._last_status = time.monotonic()
+        self._output = TrialOutput()
 
     def _write(self, text: str, stream: TextIO | None = None) -> None:
         out = stream or self._stream or sys.stderr
@@ -59,7 +62,13 @@ class PlainReporter(Reporter):
         prefix = "warning: " if level == "warning" else ""
         self._write(prefix + text)
 
+    def trial_output(self, number: int, text: str) -> None:
+        for line in self._output.lines(number, text):
+            self._write(line)
+
     def trial_finished(self, trial: FinishedTrial, snapshot: Snapshot, new_best: bool) -> None:
+        for line in self._output.finished(trial.number, trial.log_path):
+            self._write(line)
         if trial.state == "FAIL":
             return  # trial_failed says it
         what = format_values(trial.values) if trial.values else ""
@@ -77,7 +86,7 @@ class PlainReporter(Reporter):
             f"trial {trial.number} FAIL: {trial.reason} [{format_params(trial.params)}]{where}"
         )
         if first_of_kind and trial.traceback:
-            self._write(trial.traceback.rstrip())
+            self._write(user_traceback(trial.traceback))
 
     def update(self, snapshot: Snapshot) -> None:
         now = time.monotonic()

@@ -15,6 +15,7 @@ from sweeper.progress._base import (
     Reporter,
     SweepInfo,
     SweepSummary,
+    TrialOutput,
     best_text,
     budget_text,
     format_duration,
@@ -22,6 +23,7 @@ from sweeper.progress._base import (
     format_values,
     summary_lines,
 )
+from sweeper.progress._traceback import user_traceback
 
 if TYPE_CHECKING:
     from sweeper.orchestrator._stats import FinishedTrial, Snapshot
@@ -41,6 +43,7 @@ class TerminalReporter(Reporter):
         self._verbose = verbose
         self._live: Live | None = None
         self._snapshot: Snapshot | None = None
+        self._output = TrialOutput()
 
     def begin(self, info: SweepInfo) -> None:
         self._console.print(
@@ -70,7 +73,13 @@ class TerminalReporter(Reporter):
         style = "yellow" if level == "warning" else "dim" if level == "debug" else ""
         self._console.print(Text(text, style=style))
 
+    def trial_output(self, number: int, text: str) -> None:
+        for line in self._output.lines(number, text):
+            self._console.print(Text(line), highlight=False)
+
     def trial_finished(self, trial: FinishedTrial, snapshot: Snapshot, new_best: bool) -> None:
+        for line in self._output.finished(trial.number, trial.log_path):
+            self._console.print(Text(line), highlight=False)
         self._snapshot = snapshot
         if new_best and trial.values is not None:
             label = "new best" if len(snapshot.directions) == 1 else "joins the Pareto front"
@@ -93,7 +102,7 @@ class TerminalReporter(Reporter):
             )
         )
         if first_of_kind and trial.traceback:
-            self._console.print(Text(trial.traceback.rstrip(), style="dim"))
+            self._console.print(Text(user_traceback(trial.traceback), style="dim"))
 
     def update(self, snapshot: Snapshot) -> None:
         self._snapshot = snapshot
