@@ -1,8 +1,15 @@
-"""Local backend: persistent worker processes on this machine, one GPU each when there are GPUs."""
+"""Local backend: persistent worker processes on this machine, one GPU each when there are GPUs.
+
+In an interactive session (a notebook), :func:`warm_backend` keeps the workers of a sweep
+between sweeps: the next ``sweeper.run`` of the same objective with the same parallelism
+starts its trials at once, without starting processes and loading the objective again.
+"""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import logging
 import os
 import selectors
 import shutil
@@ -49,6 +56,38 @@ def detect_gpus(environ: Mapping[str, str] | None = None) -> list[str]:
     return [str(i) for i in range(len(lines))]
 
 
+_parked: LocalBackend | None = None
+"""The workers kept since the last sweep (one set at a time), idle, for the next one."""
+
+
+def warm_backend(
+    objective: ObjectiveRef, n_workers: int, *, log_dir: str | os.PathLike[str]
+) -> LocalBackend:
+    """Workers for a sweep in an interactive session: those the last sweep kept, when they
+    loaded the same objective (the same pickled function) and there are as many, else new
+    ones (the kept ones stop). The backend returned keeps its workers when it closes after
+    a sweep that ended with them idle; they stop when the next sweep needs others, and at
+    exit."""
+    global _parked
+    kept, _parked = _parked, None
+    if kept is not None:
+        if kept.reuse_for(objective, n_workers, log_dir):
+            logger.debug("reusing the %d workers of the last sweep", n_workers)
+            return kept
+        kept.shut_down()
+    atexit.unregister(shut_down_kept)  # registered once, however many sweeps
+    atexit.register(shut_down_kept)
+    return LocalBackend(objective, n_workers, log_dir=log_dir, keep_warm=True)
+
+
+def shut_down_kept() -> None:
+    """Stop the workers kept between sweeps, if any."""
+    global _parked
+    kept, _parked = _parked, None
+    if kept is not None:
+        kept.shut_down()
+
+
 def default_parallel() -> int:
     """One trial per GPU when there are GPUs, else one per CPU core."""
     return len(detect_gpus()) or os.cpu_count() or 1
@@ -84,8 +123,11 @@ class LocalBackend(Backend):
         gpus: Sequence[str] | None = None,
         environ: Mapping[str, str] | None = None,
         max_start_failures: int = 3,
+        keep_warm: bool = False,
     ) -> None:
         super().__init__()
+        self._keep_warm = keep_warm
+        self._stopped = False
         self._objective = objective
         self._n_workers = n_workers
         self._log_dir = Path(log_dir)
@@ -115,11 +157,13 @@ class LocalBackend(Backend):
 
     def _start(self) -> None:
         self._log_dir.mkdir(parents=True, exist_ok=True)
+        missing = [slot for slot in self._slots if slot.process is None]
         # A file whose module code does more than define things is imported by one worker
         # first: what it does once (create a database, download data) is then done before
         # the others import it, as under plain `python FILE`.
-        first = self._slots[:1] if self._objective.import_first else self._slots
-        for slot in first:
+        if self._objective.import_first and len(missing) == len(self._slots):
+            missing = missing[:1]
+        for slot in missing:
             self._spawn(slot)
 
     def _free_slots(self) -> int:
@@ -165,6 +209,8 @@ class LocalBackend(Backend):
 
     def _wind_down(self) -> None:
         self._winding_down = True
+        if self._keep_warm:
+            return  # idle workers wait for the next sweep; starting ones get ready for it
         for slot in self._slots:
             if slot.process is None:
                 continue
@@ -176,6 +222,54 @@ class LocalBackend(Backend):
                 slot.state = "stopping"
 
     def _close(self) -> None:
+        global _parked
+        if self._keep_warm and self._can_keep():
+            if _parked is not None and _parked is not self:
+                _parked.shut_down()
+            _parked = self
+            return
+        self._stop_workers()
+
+    def _can_keep(self) -> bool:
+        """Whether the workers can run the next sweep: every one idle (or starting, or gone
+        and to be replaced), and the objective loads."""
+        return not self._load_failed and all(
+            slot.state in ("idle", "starting", "dead") for slot in self._slots
+        )
+
+    def reuse_for(
+        self, objective: ObjectiveRef, n_workers: int, log_dir: str | os.PathLike[str]
+    ) -> bool:
+        """Take up a new sweep with the kept workers, if they fit it (the same objective, as
+        many workers, the same environment); False: they do not, and stay as they were."""
+        if (
+            objective != self._objective
+            or n_workers != self._n_workers
+            or dict(os.environ) != self._environ
+            or self._load_failed
+        ):
+            return False
+        self._closed = False
+        self._running.clear()
+        self._cancelled.clear()
+        self._winding_down = False
+        self._start_failures = 0
+        self._log_dir = Path(log_dir)
+        for slot in self._slots:
+            if slot.process is not None and slot.process.poll() is not None:
+                self._release(slot)  # it died while kept: replaced when the sweep starts
+        return True
+
+    def shut_down(self) -> None:
+        """Stop the workers now (kept ones included)."""
+        self._keep_warm = False
+        self._closed = True
+        self._stop_workers()
+
+    def _stop_workers(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
         for slot in self._slots:
             if slot.process is None:
                 continue
@@ -222,7 +316,7 @@ class LocalBackend(Backend):
             with contextlib.suppress(OSError):
                 slot.pidfd = os.pidfd_open(process.pid)
                 self._selector.register(slot.pidfd, selectors.EVENT_READ, (slot, "exit"))
-        self._send(slot, Init(objective=self._objective, slot=slot.index))
+        self._send(slot, Init(objective=self._objective, slot=slot.index, logging=_root_logging()))
 
     def _worker_environ(self, index: int) -> dict[str, str]:
         env = dict(self._environ)
@@ -375,6 +469,17 @@ class LocalBackend(Backend):
 
     def _any_without_pidfd(self) -> bool:
         return any(s.process is not None and s.pidfd is None for s in self._slots)
+
+
+def _root_logging() -> tuple[int, str] | None:
+    """The level and format of this process's root logger, if it has a handler (someone
+    called ``logging.basicConfig``): what workers configure theirs with."""
+    root = logging.getLogger()
+    if not root.handlers:
+        return None
+    formatter = root.handlers[0].formatter
+    format = getattr(formatter, "_fmt", None) if formatter is not None else None
+    return root.level, format if isinstance(format, str) else logging.BASIC_FORMAT
 
 
 def _tail(path: str | None) -> str | None:

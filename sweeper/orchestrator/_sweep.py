@@ -18,6 +18,7 @@ from sweeper._logging import get_logger
 from sweeper.backends._base import Backend
 from sweeper.objective._ref import ObjectiveRef
 from sweeper.orchestrator._orchestrator import Callback, OpenStudy, Orchestrator
+from sweeper.orchestrator._remembered import choose_study, remember, remembered_settings
 from sweeper.orchestrator._stats import SweepStats
 from sweeper.progress._base import BestTrial, Reporter, SweepInfo, SweepSummary
 from sweeper.study._components import make_pruner, make_sampler
@@ -57,6 +58,8 @@ def sweep(
     backend: Backend | None = None,
     callbacks: Sequence[Callback] = (),
     sampler_processes: int | None = None,
+    resume: bool = False,
+    keep_warm: bool = False,
 ) -> SweepResult:
     """Run one sweep. Bad input raises a UsageError before the study is touched.
 
@@ -64,9 +67,15 @@ def sweep(
     backend over a stand-in for Modal). ``callbacks`` are called after each trial is told,
     as ``study.optimize(callbacks=...)`` calls them. ``sampler_processes`` overrides how
     many processes ask for trials (:func:`default_sampler_processes`; 0: a thread).
+    ``resume`` continues ``config.study`` even if another function objective made it (see
+    :mod:`sweeper.orchestrator._remembered`); ``keep_warm`` keeps local workers for the
+    next sweep of the same objective (an interactive session).
     """
     opened_storage = open_storage(config.storage, workdir)
     storage = opened_storage.storage
+    config, study_note = choose_study(
+        storage, config, objective, resume=resume, where=opened_storage.description
+    )
     existing = existing_directions(storage, config.study)
     if config.directions and existing and tuple(config.directions) != existing:
         raise StorageError(
@@ -74,6 +83,9 @@ def sweep(
             f"{', '.join(existing)}, but the options ask for {', '.join(config.directions)}. "
             "Drop --direction to continue the study, or name a new one with --study."
         )
+    settings_notes: list[str] = []
+    if existing:  # a sampler and pruner not given this time are the study's
+        config, settings_notes = remembered_settings(storage, config)
     directions = tuple(config.directions or existing or ("minimize",))
     if (
         len(directions) > 1
@@ -93,7 +105,7 @@ def sweep(
         else make_pruner(config.pruner, config.pruner_args)
     )
     if backend is None:
-        backend, parallel = _make_backend(objective, config, workdir)
+        backend, parallel = _make_backend(objective, config, workdir, keep_warm=keep_warm)
     else:
         parallel = config.parallel or 1
     log_dir = log_dir_for(config.study, workdir)
@@ -104,7 +116,7 @@ def sweep(
         timeout=config.timeout,
     )
     record = SweepRecord.for_this_process()
-    tracker = _make_tracker(config, workdir, backend)
+    tracker = _make_tracker(config, workdir, backend, keep_warm=keep_warm)
 
     def open_study() -> OpenStudy:
         study = optuna.create_study(
@@ -117,6 +129,7 @@ def sweep(
         )
         study_id = storage.get_study_id_from_name(config.study)
         register(storage, study_id, record)
+        remember(storage, study_id, config, objective)
         if objective.path is not None:
             remember_sweep(objective.path, config.study, opened_storage.url, workdir)
         reporter.begin(
@@ -136,7 +149,7 @@ def sweep(
         )
         for text in opened_storage.notes:
             reporter.note(text, "warning")
-        for text in notes:
+        for text in (*notes, *([study_note] if study_note else []), *settings_notes):
             reporter.note(text)
         if config.n_trials is None and config.timeout is None:
             reporter.note("No --n-trials or --timeout given: running until Ctrl-C.")
@@ -254,7 +267,11 @@ def _run(
 
 
 def _make_tracker(
-    config: SweepConfig, workdir: str | os.PathLike[str] | None, backend: Backend
+    config: SweepConfig,
+    workdir: str | os.PathLike[str] | None,
+    backend: Backend,
+    *,
+    keep_warm: bool = False,
 ) -> Tracker:
     if not config.track:
         return Tracker()
@@ -265,7 +282,7 @@ def _make_tracker(
         if isinstance(backend, ModalBackend):
             return ModalTracker(backend)
     repo = Path(config.aim_repo).expanduser() if config.aim_repo else home(workdir) / "aim"
-    return HubTracker(repo, log_path=home(workdir) / "logs" / "tracking.log")
+    return HubTracker(repo, log_path=home(workdir) / "logs" / "tracking.log", keep=keep_warm)
 
 
 def _checkpoints(config: SweepConfig, workdir: str | os.PathLike[str] | None) -> Path | None:
@@ -313,14 +330,20 @@ def _relative(path: Path) -> str:
 
 
 def _make_backend(
-    objective: ObjectiveRef, config: SweepConfig, workdir: str | os.PathLike[str] | None
+    objective: ObjectiveRef,
+    config: SweepConfig,
+    workdir: str | os.PathLike[str] | None,
+    *,
+    keep_warm: bool = False,
 ) -> tuple[Backend, int]:
     if config.backend == "local":
-        from sweeper.backends._local import LocalBackend, default_parallel
+        from sweeper.backends._local import LocalBackend, default_parallel, warm_backend
 
         parallel = config.parallel or default_parallel()
-        backend = LocalBackend(objective, parallel, log_dir=log_dir_for(config.study, workdir))
-        return backend, parallel
+        log_dir = log_dir_for(config.study, workdir)
+        if keep_warm and objective.pickled is not None:  # a file is imported afresh
+            return warm_backend(objective, parallel, log_dir=log_dir), parallel
+        return LocalBackend(objective, parallel, log_dir=log_dir), parallel
     from sweeper.backends._modal import make_modal_backend
 
     parallel = config.parallel or MODAL_DEFAULT_PARALLEL

@@ -5,11 +5,14 @@ process of its own keeps Aim's work (and its imports) off the orchestrator, so t
 does not hold up the sweep.
 
 Messages in: a list of events (write them), or ``"close"`` (finish every run, answer
-``("closed",)`` and exit). Messages out: ``("ready", path)`` or ``("failed", reason)`` first,
-then ``("written", n)`` after each batch (``n`` trials finished in it: the tracker bounds
-what is in flight with it). A thread reads the socket as messages come, so the sweep's
-sends never wait for a batch being written; events that arrived together are written
-together (:meth:`AimWriter.flush`), so the more the hub is sent at once, the less each costs.
+``("closed",)`` and exit), or ``"idle"`` (the same, but then wait for ``"open"`` rather than
+exit: a hub kept between the sweeps of a notebook, holding no lock meanwhile, answers
+``"open"`` as it answered its start). Messages out: ``("ready", path)`` or
+``("failed", reason)`` first, then ``("written", n)`` after each batch (``n`` trials
+finished in it: the tracker bounds what is in flight with it). A thread reads the socket as
+messages come, so the sweep's sends never wait for a batch being written; events that
+arrived together are written together (:meth:`AimWriter.flush`), so the more the hub is
+sent at once, the less each costs.
 
 Once ready, the hub outlives the orchestrator: a sweep that stops waiting for Aim (or is
 killed) leaves it to write and close what it was sent, holding the repo's lock meanwhile
@@ -73,11 +76,19 @@ def serve(connection: Connection, repo: str) -> None:
             if message is _END:  # the sweep is gone: finish what it sent
                 _exit_after(ORPHAN_SECONDS)
                 return
-            if message == "close":
+            if message in ("close", "idle"):
                 writer.close()
                 with contextlib.suppress(OSError):
                     connection.send(("closed",))
-                return
+                if message == "close" or inbox.get() != "open":  # "open": the next sweep
+                    return
+                try:
+                    writer = AimWriter(repo, lock_wait=LOCK_WAIT)
+                except TrackingError as error:
+                    connection.send(("failed", str(error)))
+                    return
+                connection.send(("ready", str(writer.path)))
+                continue
             writer.flush()
             with contextlib.suppress(OSError):
                 connection.send(("written", finished))

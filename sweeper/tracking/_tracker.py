@@ -17,11 +17,17 @@ that is reported, as is any other problem (``take_problem``).
 Closing waits for the writer for at most :data:`CLOSE_SECONDS` once it is ready: a local
 writer that needs longer finishes in the background (it holds the repo's lock until then),
 and what it did not get is rebuilt when the study runs again.
+
+In an interactive session the local writer is kept between sweeps (``HubTracker(keep=True)``):
+closing leaves it idle, holding no lock, and the next sweep's tracker of the same repo takes
+it up instead of starting a process and importing Aim again.
 """
 
 from __future__ import annotations
 
+import atexit
 import collections
+import contextlib
 import os
 import select
 import threading
@@ -30,7 +36,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
-from subprocess import Popen
+from subprocess import Popen, TimeoutExpired
 from typing import TYPE_CHECKING, Any
 
 from sweeper._logging import get_logger
@@ -395,19 +401,64 @@ class BatchingTracker(Tracker):
         """Release what ``_open`` took, on every exit path."""
 
 
+_kept: tuple[Path, Popen[bytes], Connection] | None = None
+"""The hub kept idle since the last sweep (``keep``), with its repo."""
+
+
+def _take_kept(repo: Path) -> tuple[Popen[bytes], Connection] | None:
+    """The kept hub, if it is alive and writes ``repo`` (one of another repo stops)."""
+    global _kept
+    kept, _kept = _kept, None
+    if kept is None:
+        return None
+    path, process, connection = kept
+    if path == repo and process.poll() is None:
+        return process, connection
+    _stop_hub(process, connection)
+    return None
+
+
+def stop_kept_hub() -> None:
+    """Stop the hub kept between sweeps, if any (at exit)."""
+    global _kept
+    kept, _kept = _kept, None
+    if kept is not None:
+        _stop_hub(kept[1], kept[2])
+
+
+def _stop_hub(process: Popen[bytes], connection: Connection) -> None:
+    connection.close()  # an idle hub exits when its sweep's end of the socket goes
+    try:
+        process.wait(5)
+    except TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 class HubTracker(BatchingTracker):
-    """Tracking into the Aim repo at ``repo``, written by a local hub process."""
+    """Tracking into the Aim repo at ``repo``, written by a local hub process.
+
+    With ``keep``, closing leaves the hub idle (every run finished and indexed, the repo's
+    lock released) for the next tracker of the same repo with ``keep`` to take up.
+    """
 
     _restartable = True
     _close_budget = CLOSE_SECONDS
     _acknowledged = True
 
-    def __init__(self, repo: str | os.PathLike[str], *, log_path: str | os.PathLike[str]):
+    def __init__(
+        self,
+        repo: str | os.PathLike[str],
+        *,
+        log_path: str | os.PathLike[str],
+        keep: bool = False,
+    ):
         super().__init__()
         self.repo = Path(repo)
         self._log_path = Path(log_path)
         self._process: Popen[bytes] | None = None
         self._connection: Connection | None = None
+        self._keep = keep
 
     @property
     def hub_pid(self) -> int | None:
@@ -421,13 +472,19 @@ class HubTracker(BatchingTracker):
 
     def _open(self) -> None:
         self._log_path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            with open(self._log_path, "ab") as log:
-                self._process, self._connection = spawn_python(
-                    "sweeper.tracking._hub", [str(self.repo)], env=os.environ, output=log
-                )
-        except OSError as error:
-            raise TrackingUnavailable(f"cannot start the tracking process ({error})") from None
+        kept = _take_kept(self.repo) if self._keep else None
+        if kept is not None:
+            self._process, self._connection = kept
+            with contextlib.suppress(OSError):
+                self._connection.send("open")  # if it is gone, receiving says so
+        else:
+            try:
+                with open(self._log_path, "ab") as log:
+                    self._process, self._connection = spawn_python(
+                        "sweeper.tracking._hub", [str(self.repo)], env=os.environ, output=log
+                    )
+            except OSError as error:
+                raise TrackingUnavailable(f"cannot start the tracking process ({error})") from None
         status = self._receive()
         if status[0] != "ready":
             raise WriterRefused(status[1])
@@ -468,13 +525,21 @@ class HubTracker(BatchingTracker):
                 self._in_flight = max(0, self._in_flight - int(message[1]))
 
     def _finish(self) -> None:
-        self._send_message("close")
+        global _kept
+        self._send_message("idle" if self._keep else "close")
         connection = self._connection
         assert connection is not None
         deadline = self._deadline(CLOSE_SECONDS)
         try:
             while connection.poll(max(0.0, deadline - time.monotonic())):
                 message = connection.recv()
+                if message[0] == "closed" and self._keep and self._process is not None:
+                    stop_kept_hub()  # one kept at a time
+                    _kept = (self.repo, self._process, connection)  # idle, for the next sweep
+                    self._process = self._connection = None
+                    atexit.unregister(stop_kept_hub)
+                    atexit.register(stop_kept_hub)
+                    return
                 if message[0] == "closed":  # every run is finished and indexed
                     self._process = None if self._exited(10.0) else self._process
                     return
