@@ -18,6 +18,7 @@ from sweeper._errors import (
     ObjectiveError,
     StorageError,
     SweeperError,
+    SweepFailed,
     SweepInterrupted,
     UsageError,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "ObjectiveError",
     "RemoteTrial",
     "StorageError",
+    "SweepFailed",
     "SweepInterrupted",
     "SweeperError",
     "UsageError",

@@ -13,13 +13,20 @@ from typing import Any
 import optuna
 
 from sweeper._config import BUDGET, ENV_PREFIX, SweepConfig, resolve_config
-from sweeper._errors import ConfigError, ObjectiveError
+from sweeper._errors import (
+    ConfigError,
+    ObjectiveError,
+    SweeperError,
+    SweepFailed,
+    SweepInterrupted,
+)
 from sweeper._logging import get_logger
+from sweeper._words import Reworded, api_words
 from sweeper.objective._capture import FileStudy
 from sweeper.objective._file import read_objective_file
-from sweeper.objective._ref import ObjectiveRef
+from sweeper.objective._ref import ObjectiveRef, study_name_for
 from sweeper.orchestrator._sweep import SweepResult, sweep
-from sweeper.progress._base import Reporter
+from sweeper.progress._base import Reporter, SweepSummary
 from sweeper.study._storage import home
 
 Objective = Callable[[Any], Any]
@@ -55,8 +62,14 @@ def run(
     requirements: str | None = None,
     callbacks: Sequence[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] | None = None,
     progress: str | bool = "auto",
+    resume: bool = False,
 ) -> optuna.Study:
     """Run a sweep of an Optuna objective on parallel workers and return the study.
+
+    As ``study.optimize`` would, it raises when no trial completed
+    (:class:`sweeper.SweepFailed`, with the first failure's traceback) and when it was
+    interrupted (:class:`sweeper.SweepInterrupted`, a ``KeyboardInterrupt``, once every
+    trial is recorded). What trials print is shown, prefixed by their number.
 
     Args:
         target: The objective: a function ``f(trial) -> value(s)``, or the path of a file
@@ -66,7 +79,10 @@ def run(
         timeout: Stop asking for trials after this many seconds (running trials finish).
         parallel: Trials in flight at once (default: one per GPU, else one per CPU core).
         study: Study name (default: the file's name, or the function's). Calling ``run``
-            again with the same name continues the study.
+            again continues the study. A function's default study is the one of its name
+            made by the same function (same code, helpers and constants): an edited
+            function starts ``name-2`` (and says so); a study named here is never joined
+            by another function (see ``resume``).
         storage: Optuna storage: a database URL or a journal file path (default:
             ``.sweeper/optuna.journal`` in the working directory).
         direction: ``"minimize"`` or ``"maximize"``, or one per objective value.
@@ -91,6 +107,8 @@ def run(
             the running trials finish.
         progress: ``"auto"``, ``"terminal"``, ``"plain"``, ``"none"`` (only the summary), or
             ``False`` (nothing at all).
+        resume: Continue the study (``study=``, or the function's name) even if another
+            function objective made it: the study keeps its trials and takes this one's.
 
     Returns:
         The :class:`optuna.Study`, ready for ``best_params``, ``trials_dataframe()`` and
@@ -99,6 +117,8 @@ def run(
     Raises:
         sweeper.UsageError: bad options or an unusable objective, before the study is
             touched.
+        sweeper.SweepFailed: no trial of this call completed or was pruned.
+        sweeper.SweepInterrupted: the sweep was interrupted (a ``KeyboardInterrupt``).
     """
     options = {
         "n_trials": n_trials,
@@ -125,12 +145,57 @@ def run(
         "pip": pip,
         "requirements": requirements,
     }
-    result = run_sweep(
-        target, objective=objective, options=options, progress=progress, callbacks=callbacks
+    from sweeper.progress._notebook import in_ipython, in_notebook
+
+    notebook = in_notebook()
+    try:
+        reporter = Reworded(make_reporter(progress), notebook=notebook)
+        result = run_sweep(
+            target,
+            objective=objective,
+            options=options,
+            progress=reporter,
+            callbacks=callbacks,
+            resume=resume,
+            keep_warm=in_ipython(),
+        )
+    except SweeperError as error:
+        # In this API's words, raised here: what went wrong inside is not the user's to read.
+        error.args = (api_words(str(error), notebook=notebook), *error.args[1:])
+        raise error.with_traceback(None) from None
+    swept = result.study
+    if result.interrupted or swept is None:
+        raise SweepInterrupted(_interrupted(swept, result.summary), swept)
+    counts = result.summary.counts if result.summary is not None else {}
+    if counts.get("FAIL") and not counts.get("COMPLETE") and not counts.get("PRUNED"):
+        raise SweepFailed(_all_failed(counts["FAIL"], reporter), swept)
+    return swept
+
+
+def _interrupted(study: optuna.Study | None, summary: SweepSummary | None) -> str:
+    if study is None:
+        return "the sweep was interrupted before it started; the study is as it was."
+    finished = sum(summary.counts.values()) if summary is not None else 0
+    return (
+        f"the sweep was interrupted; the {finished} trial{'s' if finished != 1 else ''} it "
+        f"finished are recorded in study {study.study_name!r}. The study is this exception's "
+        ".study (in a notebook: sys.last_value.study); run again to continue it."
     )
-    if result.study is None:
-        raise KeyboardInterrupt("the sweep was interrupted before it started")
-    return result.study
+
+
+def _all_failed(failed: int, reporter: Reworded) -> str:
+    from sweeper.progress._traceback import user_traceback
+
+    text = f"every trial of this sweep failed ({failed})"
+    first = reporter.first_failure
+    if first is None:
+        return text + "; each trial's reason is in its fail_reason system attribute."
+    text += f"; the first, trial {first.number}, with: {first.reason}"
+    if first.traceback:
+        text += "\n" + user_traceback(first.traceback)
+    if first.log_path:
+        text += f"\nIts output: {first.log_path}"
+    return text
 
 
 def run_sweep(
@@ -140,12 +205,26 @@ def run_sweep(
     options: Mapping[str, Any],
     progress: str | bool | Reporter = "auto",
     callbacks: Sequence[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] | None = None,
+    resume: bool = False,
+    keep_warm: bool = False,
 ) -> SweepResult:
-    """Resolve the objective and options, then run the sweep (shared by ``run`` and the CLI)."""
+    """Resolve the objective and options, then run the sweep (shared by ``run`` and the CLI).
+
+    Returns however the sweep ended (the CLI turns that into its exit status);
+    ``resume`` and ``keep_warm`` are :func:`sweeper.orchestrator.sweep`'s.
+    """
     ref, config, notes = prepare(target, objective=objective, options=options)
     reporter = progress if isinstance(progress, Reporter) else make_reporter(progress)
     with _optuna_quiet():
-        return sweep(ref, config, reporter=reporter, notes=notes, callbacks=callbacks or ())
+        return sweep(
+            ref,
+            config,
+            reporter=reporter,
+            notes=notes,
+            callbacks=callbacks or (),
+            resume=resume,
+            keep_warm=keep_warm,
+        )
 
 
 @contextlib.contextmanager
@@ -174,7 +253,7 @@ def prepare(
             raise ConfigError(
                 "objective= names a function in a file; the target is already a function."
             )
-        name = getattr(target, "__name__", type(target).__name__)
+        name = study_name_for(target)
         ref = ObjectiveRef.from_function(target)
         config = resolve_config(default_study=name, explicit=options)
         return ref, config, ()

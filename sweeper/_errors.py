@@ -5,9 +5,19 @@ from the user's input (options, the objective file, the storage URL) derive from
 :class:`UsageError`: the CLI prints their message as one line and exits with status 2, and
 they are raised before the study is touched. Provider errors (Optuna storages, Modal, Aim)
 are translated into this tree where they enter the package.
+
+Two exceptions say how a sweep ended, as ``study.optimize`` would have: :class:`SweepFailed`
+(no trial of the run completed: every one failed) and :class:`SweepInterrupted`, a
+``KeyboardInterrupt``, so that ``except Exception`` does not swallow it and a notebook's
+"Run All" stops there. Both carry the study.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import optuna
 
 
 class SweeperError(Exception):
@@ -34,5 +44,27 @@ class BackendError(SweeperError):
     """Workers could not be started or kept running."""
 
 
-class SweepInterrupted(SweeperError):
-    """The sweep was stopped by the user (Ctrl-C) or a signal before it finished."""
+class SweepFailed(SweeperError):
+    """No trial of the sweep completed or was pruned: every one failed.
+
+    The message says why the first one failed, with its traceback. ``study`` holds every
+    trial, with each one's reason in its ``fail_reason`` system attribute.
+    """
+
+    def __init__(self, message: str, study: optuna.Study | None = None) -> None:
+        super().__init__(message)
+        self.study = study
+
+
+class SweepInterrupted(KeyboardInterrupt):
+    """The sweep was interrupted (Ctrl-C, or the notebook's interrupt) and has stopped.
+
+    Raised after every trial is recorded, as ``study.optimize`` raises ``KeyboardInterrupt``.
+    It is a ``KeyboardInterrupt``, not a :class:`SweeperError`, so that ``except Exception``
+    does not catch it. ``study`` is the study with everything recorded (None when the
+    sweep was interrupted before it opened it).
+    """
+
+    def __init__(self, message: str, study: optuna.Study | None = None) -> None:
+        super().__init__(message)
+        self.study = study

@@ -1,4 +1,7 @@
-"""sweeper.run from Python: objectives from __main__, event loops, interrupts, options."""
+"""sweeper.run from Python: objectives from __main__, event loops, interrupts, options.
+
+In a Jupyter kernel: tests/test_kernel.py.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import optuna
@@ -72,7 +76,7 @@ def test_inside_a_running_event_loop(project: Project) -> None:
     assert "TRIALS 6" in out
 
 
-def test_interrupt_stops_gracefully_and_returns_the_study(project: Project) -> None:
+def test_interrupt_stops_gracefully_then_raises_keyboard_interrupt(project: Project) -> None:
     source = """
 import time
 import sweeper
@@ -81,7 +85,11 @@ def objective(trial):
     time.sleep(0.5)
     return trial.suggest_float("x", 0, 1)
 
-study = sweeper.run(objective, study="stopped", n_trials=100, parallel=2, progress="plain")
+try:
+    study = sweeper.run(objective, study="stopped", n_trials=100, parallel=2, progress="plain")
+except KeyboardInterrupt as interrupted:  # as study.optimize raises it
+    print("RAISED", type(interrupted).__name__)
+    study = interrupted.study
 states = sorted({t.state.name for t in study.trials})
 print("RETURNED", len(study.trials), states)
 """
@@ -94,6 +102,7 @@ print("RETURNED", len(study.trials), states)
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=60)
     assert process.returncode == 0, err
+    assert "RAISED SweepInterrupted" in out, out + err
     assert "RETURNED" in out, out + err
     assert "Interrupted" in err
     # Nothing left running or failed; the trial asked ahead waits in the queue.
@@ -101,39 +110,108 @@ print("RETURNED", len(study.trials), states)
     assert counts.keys() <= {"COMPLETE", "WAITING"} and counts.get("WAITING", 0) <= 1
 
 
-def test_interrupting_a_jupyter_kernel(project: Project) -> None:
-    jupyter_client = pytest.importorskip("jupyter_client")
-    manager = jupyter_client.KernelManager(kernel_name="python3")
-    manager.start_kernel(cwd=str(project.path), env=project.env)
-    client = manager.client()
-    client.start_channels()
-    try:
-        client.wait_for_ready(timeout=60)
-        client.execute(
-            "import time, sweeper\n"
-            "def objective(trial):\n"
-            "    time.sleep(0.5)\n"
-            "    return trial.suggest_float('x', 0, 1)\n"
-            "study = sweeper.run(objective, study='kernel', n_trials=100, parallel=2)\n"
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if "kernel" in project.study_names() and len(project.study("kernel").trials) >= 4:
-                break
-            time.sleep(0.1)
-        manager.interrupt_kernel()
-        reply = client.execute_interactive(
-            "print(len(study.trials), sorted({t.state.name for t in study.trials}))",
-            timeout=60,
-        )
-        assert reply["content"]["status"] == "ok"
-    finally:
-        client.stop_channels()
-        manager.shutdown_kernel(now=True)
-    study = project.study("kernel")
-    assert 4 <= len(study.trials) < 100
-    counts = states(study)  # nothing left running or failed; one asked ahead may wait
-    assert counts.keys() <= {"COMPLETE", "WAITING"} and counts.get("WAITING", 0) <= 1
+def test_a_sweep_whose_every_trial_fails_raises_with_the_first_traceback(
+    project: Project,
+) -> None:
+    source = """
+import sweeper
+
+def objective(trial):
+    x = trial.suggest_float("x", 0, 1)
+    raise ValueError(f"bad x {x}")
+
+sweeper.run(objective, n_trials=3, parallel=2, track=False, progress=False)
+print("GOES ON")
+"""
+    process = _python(project, source)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 1 and "GOES ON" not in out
+    assert "sweeper._errors.SweepFailed: every trial of this sweep failed (3)" in err
+    # The first failure's traceback, with the user's file and line, not sweeper's frames.
+    assert f'File "{project.path / "script.py"}", line 6, in objective' in err
+    assert 'raise ValueError(f"bad x {x}")' in err
+    assert "_runner.py" not in err and "_orchestrator.py" not in err
+
+
+def test_errors_are_in_the_apis_words_and_raised_from_run(project: Project) -> None:
+    def objective(trial: optuna.Trial) -> float:
+        return trial.suggest_float("x", 0, 1)
+
+    sweeper.run(objective, study="words", n_trials=1, track=False, progress=False)
+    with pytest.raises(sweeper.StorageError) as raised:
+        sweeper.run(objective, study="words", direction="maximize", n_trials=1, progress=False)
+    message = str(raised.value)
+    assert "Drop direction= to continue the study, or name a new one with study=." in message
+    assert "--" not in message
+    frames = traceback.extract_tb(raised.value.__traceback__)
+    assert [Path(f.filename).name for f in frames] == ["test_api.py", "_api.py"]
+
+
+def test_a_continued_study_keeps_its_sampler_and_pruner(project: Project) -> None:
+    def objective(trial: optuna.Trial) -> float:
+        return trial.suggest_float("x", 0, 1)
+
+    options = {"n_trials": 2, "parallel": 2, "track": False, "progress": False}
+    first = sweeper.run(
+        objective,
+        sampler="random",
+        pruner="percentile",
+        pruner_args={"percentile": 30.0, "n_warmup_steps": 2},
+        **options,
+    )
+    assert isinstance(first.sampler, optuna.samplers.RandomSampler)
+    again = sweeper.run(objective, **options)  # as study.optimize called again
+    assert len(again.trials) == 4
+    assert isinstance(again.sampler, optuna.samplers.RandomSampler)
+    assert isinstance(again.pruner, optuna.pruners.PercentilePruner)
+    assert again.pruner._percentile == 30.0 and again.pruner._n_warmup_steps == 2
+    other = sweeper.run(objective, pruner="none", **options)  # named again: that one
+    assert isinstance(other.pruner, optuna.pruners.NopPruner)
+    assert isinstance(other.sampler, optuna.samplers.RandomSampler)
+
+
+LAMBDAS = (lambda t: t.suggest_float("x", 0, 1), lambda t: -t.suggest_float("x", 0, 1))
+
+
+def _closure(low: float):  # type: ignore[no-untyped-def]
+    def objective(trial: optuna.Trial) -> float:
+        return trial.suggest_float("x", low, 10)
+
+    return objective
+
+
+def test_lambdas_closures_and_edited_functions_get_studies_of_their_own(
+    project: Project,
+) -> None:
+    options = {"n_trials": 1, "sampler": "random", "track": False, "progress": False}
+    names = [
+        sweeper.run(LAMBDAS[0], **options).study_name,
+        sweeper.run(LAMBDAS[1], **options).study_name,
+        sweeper.run(_closure(1.0), **options).study_name,
+        sweeper.run(_closure(2.0), **options).study_name,
+        sweeper.run(_closure(1.0), **options).study_name,  # the same objective again
+    ]
+    closure = "_closure.objective"
+    assert names == ["lambda", "lambda-2", closure, f"{closure}-2", closure]
+    assert len(project.study("_closure.objective").trials) == 2
+
+
+def test_print_in_the_objective_shows_prefixed_by_the_trial(
+    project: Project, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def objective(trial: optuna.Trial) -> float:
+        print(f"printed by {trial.number}")
+        print("to stderr", file=sys.stderr)
+        return trial.suggest_float("x", 0, 1)
+
+    study = sweeper.run(
+        objective, n_trials=2, parallel=1, sampler="random", track=False, progress="plain"
+    )
+    err = capsys.readouterr().err
+    assert "[trial 0] printed by 0" in err and "[trial 1] printed by 1" in err
+    assert "[trial 0] to stderr" in err
+    log = project.path / ".sweeper" / "logs" / study.study_name / "trial-0.log"
+    assert "printed by 0" in log.read_text()  # and kept in the trial's log
 
 
 def test_every_cli_option_is_a_keyword_argument() -> None:
