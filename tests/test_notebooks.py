@@ -44,4 +44,13 @@ def test_runs_without_errors(path: Path, tmp_path: Path) -> None:
     html = [o["data"]["text/html"] for o in outputs if "text/html" in o.get("data", {})]
     assert any("<progress" in h for h in html), "the live progress display rendered"
     assert any("image/png" in o.get("data", {}) for o in outputs), "the plots rendered"
+    if path.stem == "tutorial":
+        plotly = "application/vnd.plotly.v1+json"
+        assert any(plotly in o.get("data", {}) for o in outputs), "optuna.visualization works"
+        streams = "".join(o.get("text", "") for o in outputs if o["output_type"] == "stream")
+        assert "[trial 0] accuracy" in streams, "what trials print shows in the cell"
+    # Every display reads as text too (text front ends, logs of executed notebooks).
+    for output in outputs:
+        if output["output_type"] in ("display_data", "execute_result"):
+            assert not output["data"].get("text/plain", "").startswith("<IPython.core.display")
     assert (tmp_path / ".sweeper" / "optuna.journal").exists()
