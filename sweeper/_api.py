@@ -49,6 +49,7 @@ def run(
     pruner_args: Mapping[str, Any] | None = None,
     seed: int | None = None,
     trial_timeout: float | None = None,
+    budget: float | None = None,
     backend: str | None = None,
     track: bool | None = None,
     aim_repo: str | None = None,
@@ -93,6 +94,9 @@ def run(
             or an Optuna pruner object. ``pruner_args`` are passed to a named pruner.
         seed: Seed for a named sampler.
         trial_timeout: Fail a trial that runs longer than this many seconds.
+        budget: On Modal, stop asking for trials once the estimated cost in US dollars
+            (spent, plus what the running trials are expected to cost) would pass this;
+            running trials finish. See the README's "What a sweep costs".
         backend: ``"local"`` (worker processes, the default) or ``"modal"``.
         track: Track every trial in Aim (default ``True``); see ``sweeper ui``.
         aim_repo: Folder of the Aim repo (default: ``.sweeper/aim``).
@@ -133,6 +137,7 @@ def run(
         "pruner_args": pruner_args,
         "seed": seed,
         "trial_timeout": trial_timeout,
+        "budget": budget,
         "backend": backend,
         "track": track,
         "aim_repo": aim_repo,

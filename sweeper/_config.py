@@ -146,6 +146,16 @@ def _positive_number(name: str, value: Any) -> float:
     return number
 
 
+def _dollars(name: str, value: Any) -> float:
+    """An amount of US dollars: ``10``, ``12.5``, ``"$12.50"``."""
+    if isinstance(value, str):
+        value = value.strip().removeprefix("$").replace(",", "")
+    amount = _positive_number(name, value)
+    if amount == float("inf"):
+        raise ConfigError(f"{name} must be a finite amount of US dollars; got {value!r}.")
+    return amount
+
+
 def _names(name: str, value: Any) -> tuple[str, ...]:
     """One name, a comma-separated string, or a list of names."""
     items = value.split(",") if isinstance(value, str) else value
@@ -210,6 +220,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("pruner_args", _arguments, "Keyword arguments for the pruner, as JSON."),
     Option("seed", _integer, "Seed for the sampler."),
     Option("trial_timeout", _seconds, "Fail a trial that runs longer than this many seconds."),
+    Option(
+        "budget",
+        _dollars,
+        "Modal: stop asking for trials once the estimated cost in US dollars (spent, plus "
+        "what the running trials are expected to cost) would pass this; running trials finish.",
+    ),
     Option("backend", _backend, "Where trials run: local (worker processes) or modal."),
     Option("track", _flag, "Track every trial in Aim (default: true)."),
     Option("aim_repo", _name, "Folder of the Aim repo (default: .sweeper/aim)."),
@@ -263,6 +279,7 @@ class SweepConfig:
     pruner_args: dict[str, Any] = field(default_factory=dict)
     seed: int | None = None
     trial_timeout: float | None = None
+    budget: float | None = None
     backend: str = "local"
     track: bool = True
     aim_repo: str | None = None

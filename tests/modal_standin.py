@@ -4,19 +4,21 @@ Only what crosses the network is replaced; the backend, the channel and the real
 ``run_trial`` function body (``Function.local()``) run as they do with Modal. The stand-in
 behaves like Modal where it is awkward:
 
-- ``map`` yields outputs in completion order, never in input order, and exceptions as values
-  with no input index; each input waits a random latency before it starts and its output
-  another before it is returned;
+- ``spawn`` makes one call per trial, whose ``get`` returns its output or raises what it
+  failed with (as ``modal.FunctionCall`` does); each input waits a random latency before it
+  starts and its output another before it is returned;
 - inputs, outputs and queue items go through a cloudpickle round trip;
-- :class:`Faults` can lose a trial's container (its thread goes silent and ``map`` returns an
-  exception with no index), preempt it (the same input starts again, as Modal restarts a
-  preempted input), or let it run past the function's timeout (``FunctionTimeoutError``).
+- :class:`Faults` can lose a trial's container (its thread goes silent and its call fails
+  with ``RemoteError("Runner failed with exit code: 137")``), preempt it (the same input
+  starts again, as Modal restarts a preempted input), or let it run past the function's
+  timeout (``FunctionTimeoutError``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import contextlib
 import queue
 import random
@@ -94,6 +96,8 @@ class FakeQueue:
 
     def __init__(self, delay: float = 0.0) -> None:
         self._delay = delay
+        self._late: collections.deque[tuple[float, str | None, list[bytes]]] = collections.deque()
+        self._courier: threading.Thread | None = None
         self._condition = threading.Condition()
         self._partitions: dict[str | None, collections.deque[bytes]] = collections.defaultdict(
             collections.deque
@@ -144,8 +148,33 @@ class FakeQueue:
             if len(item) > self.MAX_ITEM_BYTES:
                 raise modal.exception.RequestSizeError("queue items are limited to 1 MiB")
         if self._delay and partition == "up":
-            threading.Timer(self._delay, self._append, (partition, encoded)).start()
+            self._delayed(partition, encoded)
         else:
+            self._append(partition, encoded)
+
+    def _delayed(self, partition: str | None, encoded: list[bytes]) -> None:
+        """Deliver ``encoded`` after the delay, in the order it was put (as Modal keeps a
+        partition's items in order), on one thread for the queue."""
+        with self._condition:
+            self._late.append((time.monotonic() + self._delay, partition, encoded))
+            if self._courier is None:
+                self._courier = threading.Thread(
+                    target=self._deliver_late, name="standin-queue-delay", daemon=True
+                )
+                self._courier.start()
+            self._condition.notify_all()
+
+    def _deliver_late(self) -> None:
+        while True:
+            with self._condition:
+                while not self._late:
+                    self._condition.wait()
+                due, partition, encoded = self._late[0]
+            wait = due - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            with self._condition:
+                self._late.popleft()
             self._append(partition, encoded)
 
     def _append(self, partition: str | None, encoded: list[bytes]) -> None:
@@ -187,7 +216,10 @@ class Faults:
     """What goes wrong, by trial number."""
 
     lose: set[int] = field(default_factory=set)
-    """Containers that die mid-trial, for good: map returns an exception without index."""
+    """Containers that die mid-trial (killed, as for running out of memory): the trial's
+    call fails with ``RemoteError("Runner failed with exit code: 137")``."""
+    crash_once: set[int] = field(default_factory=set)
+    """Containers killed mid-trial the first time the trial runs (a retry runs it again)."""
     preempt: set[int] = field(default_factory=set)
     """Containers preempted mid-trial once: the same input starts again."""
     after: float = 0.3
@@ -199,6 +231,66 @@ class Faults:
     returns through map) can arrive before the calls that came first."""
 
 
+class StandInCall:
+    """A call of a function, with ``modal.FunctionCall``'s API: ``get`` (and ``.aio``) waits
+    for its output and raises what its input failed with; ``cancel`` stops it."""
+
+    def __init__(self, on_done: Callable[[], None] = lambda: None) -> None:
+        self._future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self._future.add_done_callback(lambda _: on_done())
+        self.get = _Get(self._future)
+        self.cancel = _Method(self._cancel)
+        self.cancelled = False
+        self.thread: threading.Thread | None = None
+
+    def resolve(self, value: Any) -> None:
+        if not self._future.done():
+            if isinstance(value, BaseException):
+                self._future.set_exception(value)
+            else:
+                self._future.set_result(value)
+
+    @property
+    def done(self) -> bool:
+        return self._future.done()
+
+    def _cancel(self, terminate_containers: bool = False) -> None:
+        self.cancelled = True
+        if terminate_containers and self.thread is not None:
+            _kill_thread(self.thread)
+        self.resolve(modal.exception.RemoteError("cancelled"))
+
+
+class _Get:
+    """``call.get(timeout=...)`` and ``await call.get.aio(timeout=...)``, the latter
+    cancellable (it waits on the future in the event loop, not in a thread)."""
+
+    def __init__(self, future: concurrent.futures.Future[Any]) -> None:
+        self._future = future
+
+    def __call__(self, timeout: float | None = None) -> Any:
+        try:
+            return self._future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            raise TimeoutError from None
+
+    async def aio(self, timeout: float | None = None) -> Any:
+        waiting = asyncio.wrap_future(self._future)
+        if timeout is None:
+            return await waiting
+        try:
+            return await asyncio.wait_for(asyncio.shield(waiting), max(timeout, 0.0))
+        except asyncio.TimeoutError:
+            raise TimeoutError from None
+
+
+def _kill_thread(thread: threading.Thread) -> None:
+    """The container of ``thread`` is gone: it can no longer reach the queue."""
+    _DEAD.add(thread)
+    if thread in _ATTEMPT_OF:
+        _DEAD_ATTEMPTS.add(_ATTEMPT_OF[thread])
+
+
 class StandInSession(ModalSession):
     def __init__(self, deployment: ModalDeployment, faults: Faults) -> None:
         self._deployment = deployment
@@ -206,39 +298,14 @@ class StandInSession(ModalSession):
         self.queue = FakeQueue(delay=faults.slow_channel)
         self.started: list[int] = []  # trial numbers, one per attempt
         self.spawned: list[tuple[str, tuple[Any, ...]]] = []
+        self.calls: list[StandInCall] = []
+        """The trials' calls, in the order they were made."""
         self.max_in_flight = 0
+        self._in_flight = 0
+        self._lock = threading.Lock()
+        self._crashed: set[int] = set()
         self._threads: list[threading.Thread] = []
         self._mount: Path | None = None
-
-    def map(self, inputs: AsyncIterator[Any]) -> AsyncIterator[Any]:
-        return self._map(inputs)
-
-    async def _map(self, inputs: AsyncIterator[Any]) -> AsyncIterator[Any]:
-        loop = asyncio.get_running_loop()
-        outputs: asyncio.Queue[Any] = asyncio.Queue()
-        in_flight = 0
-        exhausted = False
-        next_input = asyncio.ensure_future(anext(inputs, None))
-        next_output = asyncio.ensure_future(outputs.get())
-        while not exhausted or in_flight:
-            waiting = [next_output] + ([] if exhausted else [next_input])
-            done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-            if next_input in done:
-                request = next_input.result()
-                if request is None:
-                    exhausted = True
-                else:
-                    in_flight += 1
-                    self.max_in_flight = max(self.max_in_flight, in_flight)
-                    self._start(round_trip(request), loop, outputs, first=True)
-                    next_input = asyncio.ensure_future(anext(inputs, None))
-            if next_output in done:
-                in_flight -= 1
-                output = next_output.result()
-                await asyncio.sleep(random.uniform(*self._faults.latency))
-                yield output
-                next_output = asyncio.ensure_future(outputs.get())
-        next_output.cancel()
 
     def _mounted(self, objective: ObjectiveRef) -> ObjectiveRef:
         """The image's files, where the container would have them (a folder here)."""
@@ -252,31 +319,62 @@ class StandInSession(ModalSession):
                     target.symlink_to(Path(local).resolve())
         return replace(objective, path=str(self._mount / Path(objective.path).name))
 
-    def _start(
-        self,
-        request: Any,
-        loop: asyncio.AbstractEventLoop,
-        outputs: asyncio.Queue[Any],
-        first: bool,
-    ) -> None:
+    def _ended(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
+
+    async def spawn(self, function: str, *args: Any) -> Any:
+        self.spawned.append((function, args))
+        if function == "run_trial":
+            with self._lock:
+                self._in_flight += 1
+                self.max_in_flight = max(self.max_in_flight, self._in_flight)
+            call = StandInCall(self._ended)
+            self.calls.append(call)
+            self._start(round_trip(args[0]), call, first=True)
+            return call
+        body = getattr(self._deployment, function).local
+        hub = StandInCall()
+
+        def run() -> None:
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # .local() says volumes are not mounted
+                    body(*args)
+            except Exception as error:
+                hub.resolve(error)
+            finally:
+                hub.resolve(None)
+
+        threading.Thread(target=run, name=f"standin-{function}", daemon=True).start()
+        return hub
+
+    def _start(self, request: Any, call: StandInCall, first: bool) -> None:
         number = request.spec.number
         request = replace(request, objective=self._mounted(request.objective))
-        deliver: Callable[[Any], None] = lambda value: loop.call_soon_threadsafe(  # noqa: E731
-            outputs.put_nowait, round_trip(value)
-        )
+
+        def deliver(value: Any) -> None:
+            time.sleep(random.uniform(*self._faults.latency))
+            call.resolve(round_trip(value))
 
         def attempt() -> None:
             time.sleep(random.uniform(*self._faults.latency))
+            if call.done:  # cancelled before it started
+                return
             self.started.append(number)
             ident = threading.current_thread()
+            call.thread = ident
             fault = None
             if number in self._faults.lose:
+                fault = "lose"
+            elif number in self._faults.crash_once and number not in self._crashed:
+                self._crashed.add(number)
                 fault = "lose"
             elif number in self._faults.preempt and first:
                 fault = "preempt"
             if fault is not None:
                 threading.Timer(
-                    self._faults.after, self._kill, (ident, fault, request, loop, outputs, deliver)
+                    self._faults.after, self._kill, (ident, fault, request, call, deliver)
                 ).start()
             started = time.monotonic()
             try:
@@ -307,33 +405,14 @@ class StandInSession(ModalSession):
         ident: threading.Thread,
         fault: str,
         request: Any,
-        loop: asyncio.AbstractEventLoop,
-        outputs: asyncio.Queue[Any],
+        call: StandInCall,
         deliver: Callable[[Any], None],
     ) -> None:
-        _DEAD.add(ident)
-        if ident in _ATTEMPT_OF:
-            _DEAD_ATTEMPTS.add(_ATTEMPT_OF[ident])
+        _kill_thread(ident)
         if fault == "lose":
-            deliver(modal.exception.ExecutionError("the container exited unexpectedly"))
+            deliver(modal.exception.RemoteError("Runner failed with exit code: 137"))
         else:  # preempted: Modal runs the same input again on another container
-            self._start(request, loop, outputs, first=False)
-
-    async def spawn(self, function: str, *args: Any) -> Any:
-        self.spawned.append((function, args))
-        body = getattr(self._deployment, function).local
-        done = threading.Event()
-
-        def run() -> None:
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")  # .local() says volumes are not mounted
-                    body(*args)
-            finally:
-                done.set()
-
-        threading.Thread(target=run, name=f"standin-{function}", daemon=True).start()
-        return done
+            self._start(request, call, first=False)
 
 
 class StandInTransport(ModalTransport):

@@ -55,7 +55,9 @@ class Harness:
             backend = make_modal_backend(ref, config, config.parallel or 1)
             return sweep(ref, config, reporter=Reporter(), workdir=self.workdir, backend=backend)
         self.transport = StandInTransport(build(settings_from(config), ref), faults)
-        backend = ModalBackend(self.transport, config.parallel or 1, make_request)
+        backend = ModalBackend(
+            self.transport, config.parallel or 1, make_request, retries=config.retries or 0
+        )
         return sweep(ref, config, reporter=Reporter(), workdir=self.workdir, backend=backend)
 
     def study(self, name: str) -> optuna.Study:
@@ -142,8 +144,30 @@ def test_exactly_parallel_in_flight_and_refilled_at_once(
         assert harness.transport.sessions[0].max_in_flight == parallel
     if harness.kind == "modal-server":
         assert harness.server is not None
-        (call,) = harness.server.service.functions.calls.values()
-        assert call.max_outstanding == parallel  # inputs Modal held at once
+        calls = list(harness.server.service.functions.calls.values())
+        assert len(calls) == 3 * parallel  # one call per trial
+        assert max_outstanding(harness.server) == parallel  # inputs Modal held at once
+
+
+def max_outstanding(server: fake_modal.FakeModal) -> int:
+    """The most trials' calls Modal held at once: each call of run_trial (one input each)
+    is out from the request that makes it until its container puts its output."""
+    functions = server.service.functions
+    (function,) = [f for f in functions.functions.values() if f.name == "run_trial"]
+    changes = []
+    for rpc in server.rpcs:
+        if rpc.name == "FunctionMap" and rpc.request.function_id == function.function_id:
+            changes.append((rpc.at, 1))
+        elif rpc.name == "FunctionPutOutputs":
+            for output in rpc.request.outputs:
+                item = functions.inputs.get(output.input_id)
+                if item is not None and item.call.function is function:
+                    changes.append((rpc.at, -1))
+    out = peak = 0
+    for _, change in sorted(changes):
+        out += change
+        peak = max(peak, out)
+    return peak
 
 
 def test_failure_modes(harness: Harness) -> None:

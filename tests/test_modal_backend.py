@@ -27,7 +27,6 @@ from sweeper.backends._modal_app import (
     build,
     plan_images,
 )
-from sweeper.channel import _queue
 from sweeper.channel._base import ChannelClosed, TrialChannel
 from sweeper.channel._messages import Reply
 from sweeper.channel._queue import UP, QueueTransport, reply_partition
@@ -39,20 +38,55 @@ def harness(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Harness:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("SWEEPER_VOLUME_MOUNT", str(tmp_path / "volume"))
     monkeypatch.setenv("SWEEPER_UI_HOST", "127.0.0.1")
-    # Heartbeats every 0.1 s, so a silent container is noticed in a fraction of a second.
-    monkeypatch.setattr(_queue, "HEARTBEAT_SECONDS", 0.1)
     return Harness("modal", tmp_path)
 
 
-def test_a_lost_container_fails_its_own_trial(harness: Harness) -> None:
-    # Trials 0-3 run two at a time; trial 1's container dies. Modal says only "an input
-    # failed"; the backend finds which one from the heartbeats.
+def test_a_lost_container_fails_its_own_trial(harness: Harness, tmp_path: Path) -> None:
+    # Trials 0-3 run two at a time; trial 1's container is killed. Each trial is a call of
+    # its own, so the failure Modal returns is trial 1's, and says what happened.
     harness.run(objectives.resumable, Faults(lose={1}, after=0.3), n_trials=4, study="lost")
     trials = harness.study("lost").trials
     assert trials[1].state == TrialState.FAIL
-    assert "its Modal container was lost" in trials[1].system_attrs["fail_reason"]
-    assert "ExecutionError" in trials[1].system_attrs["fail_reason"]
+    reason = trials[1].system_attrs["fail_reason"]
+    assert reason.startswith("its Modal container was killed (exit code 137, SIGKILL)")
+    assert "running out of memory" in reason and "--memory" in reason
+    assert "[RemoteError: Runner failed with exit code: 137]" in reason
     assert [t.state for t in trials if t.number != 1] == [TrialState.COMPLETE] * 3
+    # The trial's log has it too, where local workers' output goes.
+    log = Path(trials[1].system_attrs["sweeper:log"]).read_text()
+    assert "its Modal container was killed (exit code 137" in log
+    assert len(harness.transport.sessions[0].calls) == 4  # one call per trial, none extra
+
+
+def test_a_retried_trial_records_why_and_where_each_attempt_ran(
+    harness: Harness, tmp_path: Path
+) -> None:
+    # --retries 1: trial 0's container is killed once; sweeper hands the trial to Modal
+    # again, as the same Optuna trial, and records both attempts on it.
+    harness.run(
+        objectives.resumable,
+        Faults(crash_once={0}, after=0.3),
+        n_trials=2,
+        study="retried",
+        parallel=1,
+        retries=1,
+    )
+    trials = harness.study("retried").trials
+    assert states(harness.study("retried")) == {"COMPLETE": 2}
+    first = trials[0]
+    assert first.user_attrs["starts"] == 2  # the retry found the first attempt's checkpoint
+    assert first.intermediate_values == {s: first.params["x"] + s for s in range(4)}
+    attempts = first.system_attrs["sweeper:attempts"]
+    assert [a["attempt"] for a in attempts] == [1, 2]
+    assert attempts[0]["why"] is None
+    assert attempts[1]["why"].startswith(
+        "retried after: its Modal container was killed (exit code 137"
+    )
+    assert all("host" in a["worker"] for a in attempts)
+    assert "sweeper:attempts" not in trials[1].system_attrs  # it ran once
+    log = (tmp_path / ".sweeper" / "logs" / "retried" / "trial-0.log").read_text()
+    assert "running it again (retry 1 of --retries 1)" in log and "attempt 2 started" in log
+    assert len(harness.transport.sessions[0].calls) == 3  # trial 0 twice, trial 1 once
 
 
 def test_a_preempted_trial_restarts_as_the_same_trial(harness: Harness, tmp_path: Path) -> None:
@@ -71,6 +105,12 @@ def test_a_preempted_trial_restarts_as_the_same_trial(harness: Harness, tmp_path
     trials = harness.study("pre").trials
     assert states(harness.study("pre")) == {"COMPLETE": 2}  # still one Optuna trial each
     first = trials[0]
+    # The restart is recorded on the trial: each attempt, where it ran, and why.
+    attempts = first.system_attrs["sweeper:attempts"]
+    assert [(a["attempt"], a["why"]) for a in attempts] == [
+        (1, None),
+        (2, _modal.RESTARTED_BY_MODAL),
+    ]
     # The restart kept the parameter, found the checkpoint the first attempt left, and its
     # reports were not counted twice.
     assert first.user_attrs["starts"] == 2
@@ -128,7 +168,8 @@ def test_the_aim_hub_writes_the_repo_on_the_volume(harness: Harness, tmp_path: P
     }
     assert set(runs) == {f"trial {n}" for n in range(4)} | {"study"}
     spawned = harness.transport.sessions[0].spawned
-    assert [name for name, _ in spawned] == ["aim_hub"]
+    assert [name for name, _ in spawned if name != "run_trial"] == ["aim_hub"]
+    assert [name for name, _ in spawned].count("run_trial") == 4
 
 
 def test_hub_url_is_announced_with_a_secret_path(harness: Harness) -> None:
@@ -234,7 +275,10 @@ def test_trial_function_definition() -> None:
     )
     info = deployment.run_trial.info()
     assert info.gpus == [("H100", 1), ("A100-80GB", 1)]
-    assert (info.cpu, info.memory_mib, info.timeout, info.max_retries) == (4.0, 16384, 900, 2)
+    # Sweeper hands a failed trial to Modal again itself (--retries), so that it knows why;
+    # Modal's own retries would do it out of sight.
+    assert (info.cpu, info.memory_mib, info.timeout) == (4.0, 16384, 900)
+    assert info.max_retries in (0, None)
     assert set(info.volumes) == {"/sweeper"} and info.volumes["/sweeper"].name == "sweeps"
     assert info.secrets == ["modal.Secret.from_name('wandb')", "modal.Secret.from_name('hf')"]
     hub = deployment.aim_hub.info()

@@ -29,10 +29,11 @@ from grpclib import Status
 from modal_proto import api_pb2
 from optuna.storages.journal._storage import JournalOperation
 from optuna.trial import TrialState
+from test_contract import max_outstanding
 
 from sweeper import _api
 from sweeper._errors import BackendError
-from sweeper.backends._modal import ModalBackend, make_modal_backend
+from sweeper.backends._modal import RESTARTED_BY_MODAL, ModalBackend, make_modal_backend
 from sweeper.channel import _queue
 from sweeper.orchestrator import SweepResult, sweep
 from sweeper.progress import Reporter
@@ -143,12 +144,38 @@ def test_a_sweep_runs_every_trial_once_with_parallel_in_flight(
     assert [t.number for t in study.trials] == list(range(6))
     functions = modal_server.service.functions
     (run_trial,) = [f for f in functions.functions.values() if f.name == "run_trial"]
-    (call,) = [c for c in functions.calls.values() if c.function is run_trial]
-    assert call.call_type == api_pb2.FUNCTION_CALL_TYPE_MAP and call.return_exceptions
-    assert len(call.inputs) == 6 and all(i.done and i.starts == 1 for i in call.inputs.values())
-    assert call.max_outstanding == 2  # exactly `parallel` inputs were out at once
+    calls = [c for c in functions.calls.values() if c.function is run_trial]
+    # One call per trial (Function.spawn), so that each output says whose it is.
+    assert len(calls) == 6
+    assert all(c.call_type == api_pb2.FUNCTION_CALL_TYPE_UNARY for c in calls)
+    assert all(c.invocation_type == api_pb2.FUNCTION_CALL_INVOCATION_TYPE_ASYNC for c in calls)
+    inputs = [i for c in calls for i in c.inputs.values()]
+    assert len(inputs) == 6 and all(i.done and i.starts == 1 for i in inputs)
+    assert max_outstanding(modal_server) == 2  # exactly `parallel` inputs were out at once
     assert run_trial.max_running == 2  # and ran at once,
     assert len(run_trial.containers) == 2  # on two containers that took turns
+    assert_clean(modal_server)
+
+
+def test_each_trial_costs_two_requests_of_the_client_and_nothing_more(
+    modal_server: FakeModal, sweeps: Sweep, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What the client sends for the trials themselves: the call with its input
+    # (FunctionMap, the input pipelined) and the long poll its output answers
+    # (FunctionGetOutputs). An input of one map cost the same: FunctionPutInputs, and its
+    # share of the map's polls.
+    monkeypatch.setenv("CONTRACT_DIR", str(tmp_path))
+    sweeps.run(objectives.timed, n_trials=8, parallel=2, study="rpcs", sampler="random")
+    functions = modal_server.service.functions
+    (run_trial,) = [f for f in functions.functions.values() if f.name == "run_trial"]
+    calls = {c.call_id for c in functions.calls.values() if c.function is run_trial}
+    maps = [
+        r for r in modal_server.requests("FunctionMap") if r.function_id == run_trial.function_id
+    ]
+    polls = [r for r in modal_server.requests("FunctionGetOutputs") if r.function_call_id in calls]
+    assert len(maps) == 8 and all(len(r.pipelined_inputs) == 1 for r in maps)
+    assert len(polls) == 8  # one each: the trials are far shorter than a poll (55 s)
+    assert modal_server.requests("FunctionPutInputs") == []
     assert_clean(modal_server)
 
 
@@ -211,38 +238,62 @@ def test_a_preempted_trial_is_rerun_as_the_same_trial(
         c for r in modal_server.rpcs if r.peer == dead and not r.dropped for c in calls_in(r)
     ]
     assert "report" in delivered and calls_in(lost)
-    # Each report is in the study once: the new attempt's repeats were not written again.
+    # The new attempt's reports replace the first one's (here they are the same values):
+    # the study shows the curve of the attempt that finished.
     reports = journal_ops(sweeps, JournalOperation.SET_TRIAL_INTERMEDIATE_VALUE)
     trial_ids = {t.number: t._trial_id for t in trials}
-    assert len([r for r in reports if r["trial_id"] == trial_ids[0]]) == 4
+    steps = [r["step"] for r in reports if r["trial_id"] == trial_ids[0]]
+    assert sorted(set(steps)) == [0, 1, 2, 3] and steps[-4:] == [0, 1, 2, 3]
+    # The restart is recorded on the trial: both attempts, the containers, and why.
+    attempts = first.system_attrs["sweeper:attempts"]
+    assert [(a["attempt"], a["why"]) for a in attempts] == [(1, None), (2, RESTARTED_BY_MODAL)]
+    assert [a["worker"]["modal_task"] for a in attempts] == [dead, new]
     assert_clean(modal_server)
 
 
-@pytest.fixture
-def quick_heartbeats(modal_server: FakeModal, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Workers beat every 0.2 s (here and in the containers), so a silent one stands out."""
-    monkeypatch.setattr(_queue, "HEARTBEAT_SECONDS", 0.2)
-    modal_server.container_patches["sweeper.channel._queue:HEARTBEAT_SECONDS"] = 0.2
-
-
-@pytest.mark.usefixtures("quick_heartbeats")
-def test_a_crashed_container_fails_its_own_trial(modal_server: FakeModal, sweeps: Sweep) -> None:
-    # Trial 1's container is killed (out of memory, say) while trial 0 runs too: Modal
-    # returns "Runner failed" for some input, without saying which; the heartbeats tell.
+def test_a_crashed_container_fails_its_own_trial_and_frees_its_slot_at_once(
+    modal_server: FakeModal, sweeps: Sweep, tmp_path: Path
+) -> None:
+    # Trial 1's container is killed (out of memory, say) while trial 0 runs: trial 1's own
+    # call fails, so its slot frees at once and trial 2 starts while trial 0 still runs.
+    # Trial 0 waits for trial 2 to start (up to 20 s: guessing which trial a failure of a
+    # map was, by the silence of its heartbeats, took 25 s and more).
+    released = tmp_path / "trial-2-started"
+    objective = tmp_path / "waits.py"
+    objective.write_text(
+        "import os, time\n\n"
+        "def objective(trial):\n"
+        "    x = trial.suggest_float('x', 0, 1)\n"
+        "    trial.report(x, 0)\n"
+        "    time.sleep(0.7)  # the report goes out; trial 1's next batch is where it dies\n"
+        "    trial.report(x, 1)\n"
+        "    if trial.number == 2:\n"
+        f"        open({str(released)!r}, 'w').close()\n"
+        "    if trial.number == 0:\n"
+        "        deadline = time.monotonic() + 20\n"
+        f"        while not os.path.exists({str(released)!r}) and time.monotonic() < deadline:\n"
+        "            time.sleep(0.05)\n"
+        f"        trial.set_user_attr('waited_for_trial_2', os.path.exists({str(released)!r}))\n"
+        "    time.sleep(0.5)\n"
+        "    return x\n"
+    )
     modal_server.faults.add("crash", match=trial(1), on=after_delivered("report"))
-    sweeps.run(objectives.resumable, n_trials=4, parallel=2, study="crash")
+    sweeps.run(str(objective), n_trials=4, parallel=2, study="crash")
     trials = sweeps.study("crash").trials
     assert trials[1].state == TrialState.FAIL
+    assert trials[0].user_attrs["waited_for_trial_2"] is True
     reason = trials[1].system_attrs["fail_reason"]
-    assert "its Modal container was lost" in reason
-    assert "RemoteError: Runner failed with exit code: 137" in reason
+    assert reason.startswith("its Modal container was killed (exit code 137, SIGKILL)")
+    assert "[RemoteError: Runner failed with exit code: 137]" in reason
     assert [t.state for t in trials if t.number != 1] == [TrialState.COMPLETE] * 3
+    log = Path(trials[1].system_attrs["sweeper:log"]).read_text()
+    assert "its Modal container was killed (exit code 137" in log
     assert modal_server.requests("FunctionRetryInputs") == []  # no retries were asked for
     assert_clean(modal_server)
 
 
-def test_modal_retries_rerun_a_crashed_trial_as_the_same_trial(
-    modal_server: FakeModal, sweeps: Sweep
+def test_retries_rerun_a_crashed_trial_as_the_same_trial_and_record_why(
+    modal_server: FakeModal, sweeps: Sweep, tmp_path: Path
 ) -> None:
     fault = modal_server.faults.add("crash", match=trial(0), on=after_delivered("report"))
     sweeps.run(objectives.resumable, n_trials=2, parallel=1, study="retried", retries=1)
@@ -250,17 +301,33 @@ def test_modal_retries_rerun_a_crashed_trial_as_the_same_trial(
     assert states(sweeps.study("retried")) == {"COMPLETE": 2}
     assert trials[0].user_attrs["starts"] == 2
     assert trials[0].intermediate_values == {s: trials[0].params["x"] + s for s in range(4)}
-    # modal's client asked for the retry (Modal's maps retry from the client), once.
-    (retry,) = modal_server.requests("FunctionRetryInputs")
-    assert [item.retry_count for item in retry.inputs] == [1]
-    (item,) = [modal_server.service.functions.inputs[i] for i in fault.fired]
-    assert item.retry_count == 1 and item.starts == 2
+    # sweeper handed trial 0 to Modal again (a second call, not Modal's retry of the
+    # input), so it knows why, and says so on the trial.
+    functions = modal_server.service.functions
+    (crashed,) = [functions.inputs[i] for i in fault.fired]
+    assert crashed.starts == 1 and crashed.retry_count == 0
+    assert modal_server.requests("FunctionRetryInputs") == []
+    trial_0_calls = [
+        c
+        for c in functions.calls.values()
+        if c.function.name == "run_trial"
+        and any(InputView(i).args[0].spec.number == 0 for i in c.inputs.values())
+    ]
+    assert len(trial_0_calls) == 2
+    attempts = trials[0].system_attrs["sweeper:attempts"]
+    assert [a["attempt"] for a in attempts] == [1, 2]
+    assert attempts[1]["why"].startswith(
+        "retried after: its Modal container was killed (exit code 137"
+    )
+    assert attempts[0]["worker"]["modal_task"] != attempts[1]["worker"]["modal_task"]
+    log = (tmp_path / ".sweeper" / "logs" / "retried" / "trial-0.log").read_text()
+    assert "running it again (retry 1 of --retries 1)" in log
     (created,) = [
         c
         for c in modal_server.requests("FunctionCreate")
         if c.function.function_name == "run_trial"
     ]
-    assert created.function.retry_policy.retries == 1
+    assert created.function.retry_policy.retries == 0  # Modal's own retries are not used
     assert_clean(modal_server)
 
 
@@ -292,7 +359,15 @@ def test_an_input_that_raises_in_its_container_fails_its_trial(
     trials = sweeps.study("raises").trials
     assert trials[1].state == TrialState.FAIL
     reason = trials[1].system_attrs["fail_reason"]
-    assert "ChannelClosed: cannot reach the orchestrator: no such queue" in reason
+    first_line = reason.split("\n", 1)[0]
+    assert first_line == (
+        "run_trial raised ChannelClosed: cannot reach the orchestrator: no such queue in its "
+        "Modal container (outside the objective)"
+    )
+    # The container's traceback is kept, in the trial's fail_reason and its log.
+    assert "Traceback" in reason and "run_trial_remote" in reason
+    log = Path(trials[1].system_attrs["sweeper:log"]).read_text()
+    assert "run_trial_remote" in log and "ChannelClosed" in log
     assert [t.state for t in trials if t.number != 1] == [TrialState.COMPLETE] * 2
     (failed,) = [
         item
@@ -551,4 +626,73 @@ def test_a_gpu_fallback_list_is_sent_as_ranked_functions(
     ranked = trial_function.function_data.ranked_functions
     assert [r.function.resources.gpu_config.gpu_type for r in ranked] == ["H100", "A100-80GB"]
     assert states(sweeps.study("gpus")) == {"COMPLETE": 2}
+    assert_clean(modal_server)
+
+
+def test_storage_and_aim_show_the_curve_of_the_attempt_that_finished(
+    modal_server: FakeModal, sweeps: Sweep, tmp_path: Path
+) -> None:
+    # A non-deterministic objective: each attempt reports other values. The first attempt
+    # of trial 0 reports steps 0 and 1, and its container is preempted as it sends step 2;
+    # the second resumes from its checkpoint at step 1 and reports steps 1 to 3. Both the
+    # study and the trial's Aim run show step 0 of the first attempt (nobody reported it
+    # again) and steps 1 to 3 of the second: Optuna's report would have kept step 1 of the
+    # dead attempt.
+    aim = pytest.importorskip("aim")
+    from aim.storage.context import Context
+
+    objective = tmp_path / "noisy.py"
+    objective.write_text(
+        "import time\n\n"
+        "def objective(trial):\n"
+        "    starts = trial.checkpoint_dir / 'starts'\n"
+        "    count = int(starts.read_text()) + 1 if starts.exists() else 1\n"
+        "    starts.write_text(str(count))\n"
+        "    trial.commit_checkpoint()\n"
+        "    x = trial.suggest_float('x', 0, 1)\n"
+        "    for step in range(0 if count == 1 else 1, 4):\n"
+        "        trial.report(x + step + 10 * count, step)\n"
+        "        time.sleep(0.7)  # each report goes out in a batch of its own\n"
+        "    return x\n"
+    )
+
+    def after_two_reports(rpc: Rpc, run: Running | None) -> bool:
+        assert run is not None
+        earlier = [c for r in run.rpcs[:-1] if not r.dropped for c in calls_in(r)]
+        return bool(calls_in(rpc)) and earlier.count("report") >= 2
+
+    modal_server.faults.add("preempt", match=trial(0), on=after_two_reports)
+    sweeps.run(str(objective), n_trials=1, parallel=1, study="noisy", track=True)
+    (only,) = sweeps.study("noisy").trials
+    x = only.params["x"]
+    expected = {0: x + 10, 1: x + 21, 2: x + 22, 3: x + 23}
+    assert only.intermediate_values == pytest.approx(expected)
+    assert [a["attempt"] for a in only.system_attrs["sweeper:attempts"]] == [1, 2]
+    volume = modal_server.service.volumes.by_name("sweeper")
+    repo = aim.Repo.from_path(str(volume.path / "aim"))
+    found = repo.query_runs("run.experiment == 'noisy'", report_mode=0).iter_runs()
+    runs = {item.run.name: item.run for item in found}
+    steps, (values, *_) = runs["trial 0"].get_metric("objective", Context({})).data.items_list()
+    assert dict(zip(steps, values, strict=True)) == pytest.approx(expected)
+    assert [a["attempt"] for a in runs["trial 0"]["sweeper"]["attempts"]] == [1, 2]
+    assert runs["trial 0"]["result"]["container_seconds"] > 0
+    assert_clean(modal_server)
+
+
+def test_a_trial_past_its_timeout_is_cancelled_and_its_container_stopped(
+    modal_server: FakeModal, sweeps: Sweep
+) -> None:
+    # Trial 0 sleeps 4 s, past --trial-timeout 1: its call is cancelled and its container
+    # stopped (no GPU billed for a trial that is over), and its slot frees for trial 1.
+    _enqueue(sweeps, "late", [{"mode": m} for m in ("sleep", "ok", "ok")])
+    sweeps.run(objectives.modes, n_trials=3, parallel=1, study="late", trial_timeout=1.0)
+    trials = sweeps.study("late").trials
+    assert "ran longer than the trial timeout of 1s" in trials[0].system_attrs["fail_reason"]
+    assert [t.state for t in trials[1:]] == [TrialState.COMPLETE] * 2
+    (cancel,) = modal_server.requests("FunctionCallCancel")
+    assert cancel.terminate_containers
+    (run_trial,) = [
+        f for f in modal_server.service.functions.functions.values() if f.name == "run_trial"
+    ]
+    assert [c.killed_for for c in run_trial.containers].count("cancelled") == 1
     assert_clean(modal_server)

@@ -1,17 +1,26 @@
-"""Modal backend: trials on Modal containers through ``Function.map``, kept exactly N in flight.
+"""Modal backend: each trial is one call of the sweep's ``run_trial`` Modal function, N at once.
 
-The seam to Modal is :class:`ModalSession` (an App running, a ``modal.Queue``, ``map`` and
-``spawn``); :class:`ModalCloud` is the real one, tests put an in-process stand-in in its
-place. Everything else here is ours:
+The seam to Modal is :class:`ModalSession` (an App running, a ``modal.Queue``, and ``spawn``
+of one of its functions); :class:`ModalCloud` is the real one, tests put an in-process
+stand-in in its place. Everything else here is ours:
 
-- ``Function.map.aio`` is fed by an async generator that waits for the orchestrator to
-  submit a trial, and the orchestrator asks the study for one only when a slot frees, so
-  exactly ``parallel`` inputs are out (``order_outputs=False``, ``return_exceptions=True``).
-- Results carry their trial number. A failure Modal returns without one (a lost container,
-  Modal's own timeout) is given to the trial whose worker went quiet: workers announce
-  themselves when they start and send heartbeats on the channel.
-- A trial Modal restarts (preemption, ``--retries``) announces a new attempt and continues
-  the same Optuna trial; the orchestrator drops what the old attempt still sends.
+- A trial is handed to Modal as a call of its own (``Function.spawn``) the moment the
+  orchestrator submits it, and the orchestrator submits one only when a slot frees, so
+  exactly ``parallel`` inputs are out. Waiting on each call (``FunctionCall.get``) says which
+  trial an output belongs to, whatever it is: the trial's result, or the failure Modal
+  returns without an input index in a map (a container that died, Modal's timeout, an
+  exception raised in the container outside the objective). A failed call frees its slot
+  at once, and the reason says what happened, with the container's traceback when there is
+  one. It costs the same two requests a trial as an input of one map did (the call with its
+  input, then one long poll for its output), and a cancelled trial can be stopped: its
+  call is cancelled and its container stopped, where an input of a map ran on.
+- ``--retries``: a trial whose container failed is handed to Modal again, as the same Optuna
+  trial, up to that many times (sweeper does this, not Modal, so it knows why). A trial
+  Modal restarts by itself (preemption) continues the same way. Each restart is announced by
+  the new container's first message; the backend adds its attempt number and why, and the
+  orchestrator records it on the trial and drops what an older attempt still sends.
+- What happens to a trial beyond its objective (failures, retries, restarts) goes to the
+  trial's log file here, as the local workers' output does.
 - Calls and replies travel over a ``modal.Queue`` (:mod:`sweeper.channel._queue`).
 - All of this runs in one thread with its own event loop, so it works the same from a
   script, the CLI or inside Jupyter's running loop.
@@ -22,18 +31,21 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+import dataclasses
 import os
 import queue
+import re
 import threading
 import time
+import traceback
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sweeper._errors import BackendError
 from sweeper._logging import get_logger
 from sweeper.backends._base import Backend, Event, LoadFailed, Notice
-from sweeper.channel import _queue
 from sweeper.channel._messages import Call, Reply
 from sweeper.channel._queue import UP, reply_partition
 from sweeper.objective._ref import ObjectiveRef
@@ -41,31 +53,32 @@ from sweeper.trial._messages import TrialResult, TrialSpec
 
 logger = get_logger(__name__)
 
-STALE_HEARTBEATS = 2.5
-"""A worker silent for this many heartbeats has probably lost its container."""
 CHANNEL_WAIT_SECONDS = 30.0
 """How long one read of the trial channel waits for an item (a ``Queue.get`` must block
 for a positive time: ``timeout=0`` sends Modal an already-expired, negative one)."""
-
-
-def _stale_seconds() -> float:
-    return STALE_HEARTBEATS * _queue.HEARTBEAT_SECONDS
+RETRY_DELAY_SECONDS = 1.0
+"""How long a failed trial waits before it is handed to Modal again (``--retries``)."""
+CANCEL_SECONDS = 30.0
+"""How long cancelling a trial's call may take before its slot is given up on."""
+GPU_PLAN_LIMITS = (("Starter", 10), ("Team", 50))
+"""GPUs at once per Modal plan (Enterprise: by arrangement), as the pricing page says."""
+RESTARTED_BY_MODAL = (
+    "Modal ran its input again on a new container (the container was preempted or lost)"
+)
 
 
 class ModalSession(abc.ABC):
     """What the backend does with Modal while the sweep's App runs: the thinnest seam.
 
-    ``queue`` has ``modal.Queue``'s API, sync and ``.aio``. ``map`` is
-    ``Function.map.aio(inputs, order_outputs=False, return_exceptions=True)`` over the
-    ``run_trial`` function: outputs in completion order, exceptions as values with no input
-    index. ``spawn`` starts another of the App's functions (the Aim hub) and returns its
-    call, which has ``get`` (with ``.aio``).
+    ``queue`` has ``modal.Queue``'s API, sync and ``.aio``. ``spawn(function, *args)`` calls
+    one of the App's functions (``run_trial`` for a trial, ``aim_hub``) and returns the call,
+    with ``modal.FunctionCall``'s API (``.aio``): ``get()`` returns the function's output or
+    raises what its input failed with (an exception raised in the container, with its
+    traceback; ``RemoteError("Runner failed with exit code: N")`` for a container that died;
+    ``FunctionTimeoutError``), and ``cancel(terminate_containers=...)`` stops it.
     """
 
     queue: Any
-
-    @abc.abstractmethod
-    def map(self, inputs: AsyncIterator[Any]) -> AsyncIterator[Any]: ...
 
     @abc.abstractmethod
     async def spawn(self, function: str, *args: Any) -> Any: ...
@@ -89,7 +102,7 @@ class ModalTransport(abc.ABC):
 
 
 class ModalCloud(ModalTransport):
-    """The real Modal: ``app.run()``, an ephemeral ``modal.Queue``, ``Function.map.aio``."""
+    """The real Modal: ``app.run()``, an ephemeral ``modal.Queue``, ``Function.spawn``."""
 
     def __init__(self, deployment: Any) -> None:
         self._deployment = deployment
@@ -118,28 +131,45 @@ class _CloudSession(ModalSession):
         self._deployment = deployment
         self.queue = channel
 
-    def map(self, inputs: AsyncIterator[Any]) -> AsyncIterator[Any]:
-        stream: AsyncIterator[Any] = self._deployment.run_trial.map.aio(
-            inputs, order_outputs=False, return_exceptions=True
-        )
-        return stream
-
     async def spawn(self, function: str, *args: Any) -> Any:
         return await getattr(self._deployment, function).spawn.aio(*args)
 
 
 @dataclass(frozen=True)
-class _Beat:
-    number: int
-    attempt: int
+class Failure:
+    """What a trial's call failed with, in words for the user."""
+
+    reason: str
+    traceback: str | None = None
+    retry: bool = True
+    """Whether ``--retries`` runs the trial again after it (not after Modal's timeout: a
+    trial that ran out its time would run it out again, at the same cost)."""
 
 
 @dataclass(frozen=True)
-class _Lost:
-    """A failure Modal returned for some input, without saying which."""
+class _Failed:
+    """A trial's call failed, and it will not be handed to Modal again."""
 
-    error: BaseException
-    received: float
+    number: int
+    failure: Failure
+    attempts: int
+
+
+@dataclass(frozen=True)
+class _Retrying:
+    """A trial's call failed, and the trial is being handed to Modal again."""
+
+    number: int
+    failure: Failure
+    try_number: int
+    """The try that failed (1 for the first)."""
+
+
+@dataclass(frozen=True)
+class _Released:
+    """A cancelled trial's call has ended: its slot is free."""
+
+    number: int
 
 
 @dataclass(frozen=True)
@@ -156,11 +186,28 @@ class _Wake:
     """Ends a poll: a trial is ready to be submitted."""
 
 
-class ModalBackend(Backend):
-    """Runs trials as inputs of the sweep's ``run_trial`` Modal function.
+@dataclass
+class _Attempts:
+    """What the backend knows of one trial's attempts (the orchestrator's thread's view)."""
 
-    ``make_request(spec)`` turns a trial into the function's input. The bookkeeping of the
-    :class:`Backend` contract holds: one result per submitted trial, whatever Modal does.
+    attempt: int = 0
+    """Attempts so far: containers that started it, and tries that failed before one did."""
+    started_try: int = 0
+    """The latest try a container announced it started."""
+    failed_try: int = 0
+    retried_after: dict[int, str] = field(default_factory=dict)
+    """Why each try after the first was made: the failure of the one before."""
+    ids: set[int] = field(default_factory=set)
+    """The attempt ids containers announced (a repeated announcement is not a restart)."""
+
+
+class ModalBackend(Backend):
+    """Runs each trial as one call of the sweep's ``run_trial`` Modal function.
+
+    ``make_request(spec, queue, objective, volume)`` turns a trial into the function's
+    input. The bookkeeping of the :class:`Backend` contract holds: one result per submitted
+    trial, whatever Modal does. ``retries`` is how many more times a trial whose container
+    failed is handed to Modal.
     """
 
     def __init__(
@@ -168,25 +215,30 @@ class ModalBackend(Backend):
         transport: ModalTransport,
         parallel: int,
         make_request: Callable[[TrialSpec, Any, ObjectiveRef, str | None], Any],
+        *,
+        retries: int = 0,
     ) -> None:
         super().__init__()
         self._transport = transport
         self._parallel = parallel
         self._make_request = make_request
+        self._retries = retries
         self._events: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._ready = threading.Event()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._session: ModalSession | None = None
-        self._inputs: asyncio.Queue[Any] | None = None
         self._replies: asyncio.Queue[Reply] | None = None
         self._stop: asyncio.Event | None = None
-        self._out: set[int] = set()  # inputs Modal still holds, finished or not
+        # The orchestrator's thread:
+        self._out: set[int] = set()  # trials whose call Modal still holds, finished or not
         self._submitted: dict[int, float] = {}
-        self._last_seen: dict[int, float] = {}
-        self._lost: list[_Lost] = []
-        self._guessed: dict[int, _Lost] = {}
+        self._attempts: dict[int, _Attempts] = {}
         self._winding_down = False
+        # The event loop's thread:
+        self._calls: dict[int, Any] = {}
+        self._trial_tasks: set[asyncio.Task[None]] = set()
+        self._cancelling: set[int] = set()
         self.hub_url: str | None = None
         self._hub_call: Any = None
         self._hub_closed = threading.Event()
@@ -206,19 +258,20 @@ class ModalBackend(Backend):
         request = self._make_request(
             spec, self._session_queue(), self._transport.objective, self._transport.volume
         )
-        now = time.monotonic()
         self._out.add(spec.number)
-        self._submitted[spec.number] = now
-        self._last_seen[spec.number] = now
-        self._call_in_loop(self._put_input, request)
+        self._submitted[spec.number] = time.monotonic()
+        self._attempts[spec.number] = _Attempts()
+        self._call_in_loop(self._run_trial, spec.number, request)
 
     def _reply(self, reply: Reply) -> None:
         self._call_in_loop(self._put_reply, reply)
 
     def _cancel(self, number: int, reason: str) -> None:
-        # A Modal input cannot be stopped from here: the trial ends now, its container runs
-        # on until Modal's timeout (set just after the trial's) and keeps its slot meanwhile.
+        # The trial ends now; its call is cancelled and its container stopped, and its slot
+        # frees once Modal says the call has ended.
         self._events.put(_Cancelled(TrialResult(number=number, state="FAIL", reason=reason)))
+        self._log(number, f"cancelled: {reason}; stopping its Modal container")
+        self._call_in_loop(self._cancel_call, number)
 
     def _poll(self, timeout: float | None) -> list[Event]:
         events: list[Event] = []
@@ -230,7 +283,6 @@ class ModalBackend(Backend):
                 break
             wait = 0
             self._take(item, events)
-        self._attribute(events)
         return events
 
     def _wind_down(self) -> None:
@@ -278,71 +330,112 @@ class ModalBackend(Backend):
         self._loop.call_soon_threadsafe(lambda: asyncio.ensure_future(function(*args)))
 
     def _take(self, item: Any, events: list[Event]) -> None:
-        now = time.monotonic()
         if isinstance(item, list):  # calls from a worker
             for call in item:
-                if isinstance(call, Call):
-                    self._last_seen[call.number] = now
-            events.extend(item)
-        elif isinstance(item, _Beat):
-            self._last_seen[item.number] = now
+                announced = self._announced(call)
+                if announced is not None:
+                    events.append(announced)
         elif isinstance(item, _Cancelled):
-            events.append(item.result)  # the input itself is still out
+            events.append(item.result)  # its call is still out until _Released
         elif isinstance(item, TrialResult):
             self._out.discard(item.number)
-            guessed = self._guessed.pop(item.number, None)
-            if guessed is not None:  # it was alive after all: the failure was another's
-                self._lost.insert(0, guessed)
+            self._attempts.pop(item.number, None)
+            if item.state == "FAIL" and item.number not in self._cancelled:
+                self._log(item.number, _failure_text(item.reason, item.traceback))
             if item.load_error is not None:
                 events.append(LoadFailed(item.load_error))
             events.append(item)
-        elif isinstance(item, _Lost):
-            self._lost.append(item)
+        elif isinstance(item, _Failed):
+            self._out.discard(item.number)
+            self._attempts.pop(item.number, None)
+            reason = item.failure.reason
+            if item.attempts > 1:
+                reason += f" (attempt {item.attempts}; the trial's log has each one)"
+            if item.number in self._running and item.number not in self._cancelled:
+                self._log(item.number, _failure_text(reason, item.failure.traceback))
+                events.append(
+                    TrialResult(
+                        number=item.number,
+                        state="FAIL",
+                        reason=reason,
+                        traceback=item.failure.traceback,
+                        duration=time.monotonic() - self._submitted.get(item.number, 0.0),
+                    )
+                )
+            self._submitted.pop(item.number, None)
+        elif isinstance(item, _Retrying):
+            self._retrying(item, events)
+        elif isinstance(item, _Released):
+            self._out.discard(item.number)
+            self._attempts.pop(item.number, None)
+            self._submitted.pop(item.number, None)
         elif isinstance(item, Notice):
             events.append(item)
         elif isinstance(item, _SessionFailed):
             raise BackendError(_describe_session_error(item.error)) from None
 
-    def _attribute(self, events: list[Event]) -> None:
-        """Give each failure Modal returned without an index to the trial it belongs to."""
-        import modal.exception
+    def _retrying(self, item: _Retrying, events: list[Event]) -> None:
+        attempts = self._attempts.get(item.number)
+        if attempts is None or item.number in self._cancelled:
+            return
+        if attempts.started_try < item.try_number:
+            attempts.attempt += 1  # a try that failed before its container said anything
+        attempts.failed_try = item.try_number
+        attempts.retried_after[item.try_number + 1] = item.failure.reason
+        retry = item.try_number
+        text = (
+            f"trial {item.number}: {item.failure.reason}; running it again "
+            f"(retry {retry} of --retries {self._retries})"
+        )
+        self._log(item.number, _failure_text(text, item.failure.traceback))
+        events.append(Notice(text, "warning"))
 
-        now = time.monotonic()
-        while self._lost:
-            lost = self._lost[0]
-            candidates = sorted(self._out)
-            if not candidates:
-                logger.warning("Modal returned a failure for no trial in flight: %s", lost.error)
-                self._lost.pop(0)
-                continue
-            number: int | None = None
-            if len(candidates) == 1:
-                number = candidates[0]
-            elif isinstance(lost.error, modal.exception.FunctionTimeoutError):
-                number = min(candidates, key=lambda n: self._submitted.get(n, now))
-            else:
-                quiet = _stale_seconds()
-                stale = [n for n in candidates if now - self._last_seen.get(n, 0) > quiet]
-                if len(stale) == 1:
-                    number = stale[0]
-                elif now - lost.received > quiet + _queue.HEARTBEAT_SECONDS:
-                    # Nobody stood out in time: the quietest worker is the best guess. If
-                    # Modal returns that trial's result later, the failure goes back here.
-                    number = min(candidates, key=lambda n: self._last_seen.get(n, 0))
-                    self._guessed[number] = lost
-            if number is None:
-                return  # wait for the heartbeats to tell
-            self._lost.pop(0)
-            self._out.discard(number)
-            if number in self._running and number not in self._cancelled:
-                events.append(
-                    TrialResult(
-                        number=number,
-                        state="FAIL",
-                        reason=f"its Modal container was lost ({_one_line(lost.error)})",
-                        duration=now - self._submitted.get(number, now),
-                    )
-                )
+    def _announced(self, call: Call) -> Call | None:
+        """A ``started`` call, with the attempt number and why a restart happened (None for
+        the announcement of a try that another has replaced, arriving late)."""
+        if call.method != "started":
+            return call
+        attempts = self._attempts.get(call.number)
+        if attempts is None or call.attempt in attempts.ids:
+            return call
+        attempts.ids.add(call.attempt)
+        details = call.args[1] if len(call.args) > 1 and isinstance(call.args[1], dict) else {}
+        try_number = int(details.get("try", 1))
+        why: str | None = None
+        if try_number < attempts.started_try:
+            return None
+        if try_number == attempts.started_try:
+            why = RESTARTED_BY_MODAL
+        elif try_number > 1:
+            why = "retried after: " + attempts.retried_after.get(try_number, "a failure")
+        attempts.started_try = try_number
+        attempts.attempt += 1
+        worker = call.args[0] if call.args else {}
+        if attempts.attempt > 1:
+            where = worker.get("modal_task") if isinstance(worker, dict) else None
+            self._log(
+                call.number,
+                f"attempt {attempts.attempt} started"
+                + (f" on Modal container {where}" if where else "")
+                + (f": {why}" if why else ""),
+            )
+        info = {"attempt": attempts.attempt, "why": why, "try": try_number}
+        return dataclasses.replace(call, args=(worker, info))
+
+    def _log(self, number: int, text: str) -> None:
+        """Add a line to the trial's log file (where local workers' output goes)."""
+        spec = self._running.get(number)
+        path = spec.log_path if spec is not None else None
+        if not path:
+            return
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        try:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "a", encoding="utf-8") as log:
+                for line in text.rstrip().splitlines() or [""]:
+                    log.write(f"[{stamp}] sweeper: {line}\n")
+        except OSError as error:
+            logger.debug("cannot write %s: %s", path, error)
 
     # -- the event loop thread -----------------------------------------------------------------
 
@@ -354,13 +447,11 @@ class ModalBackend(Backend):
 
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._inputs = asyncio.Queue()
         self._replies = asyncio.Queue()
         self._stop = asyncio.Event()
         async with self._transport.session() as session:
             self._session = session
             tasks = [
-                asyncio.ensure_future(self._consume_outputs(session)),
                 asyncio.ensure_future(self._read_channel(session)),
                 asyncio.ensure_future(self._send_replies(session)),
             ]
@@ -368,39 +459,92 @@ class ModalBackend(Backend):
             try:
                 await self._stop.wait()
             finally:
-                await self._inputs.put(None)
                 await self._end_channel_read(session)
-                for task in tasks:
+                for task in [*tasks, *self._trial_tasks]:
                     task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
+                await asyncio.gather(*tasks, *self._trial_tasks, return_exceptions=True)
 
-    async def _requests(self) -> AsyncIterator[Any]:
-        """The map's inputs: one per submitted trial, as the orchestrator submits them."""
-        assert self._inputs is not None
-        while True:
-            request = await self._inputs.get()
-            if request is None:
-                return
-            yield request
-
-    async def _consume_outputs(self, session: ModalSession) -> None:
+    async def _run_trial(self, number: int, request: Any) -> None:
+        """Hand the trial to Modal, and again after a failure while ``--retries`` allow;
+        report how it ended."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._trial_tasks.add(task)
         try:
-            async for output in session.map(self._requests()):
-                if isinstance(output, TrialResult):
-                    self._events.put(output)
-                elif isinstance(output, BaseException):
-                    self._events.put(_Lost(output, time.monotonic()))
-                else:
-                    logger.warning("run_trial returned %r", output)
+            await self._run_tries(number, request)
+        finally:
+            if task is not None:
+                self._trial_tasks.discard(task)
+
+    async def _run_tries(self, number: int, request: Any) -> None:
+        assert self._session is not None
+        try_number = 0
+        while True:
+            try_number += 1
+            if try_number > 1 and hasattr(request, "try_number"):
+                request = dataclasses.replace(request, try_number=try_number)
+            try:
+                call = await self._session.spawn("run_trial", request)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # Modal refuses calls: the App cannot run trials
+                self._events.put(_SessionFailed(error))
+                return
+            self._calls[number] = call
+            try:
+                if number in self._cancelling:
+                    await self._stop_call(call)
+                output: Any = await call.get.aio()
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                output = error
+            finally:
+                self._calls.pop(number, None)
+            if number in self._cancelling:
+                self._cancelling.discard(number)
+                self._events.put(_Released(number))
+                return
+            if isinstance(output, TrialResult):
+                self._events.put(output)
+                return
+            if _is_session_error(output):
+                self._events.put(_SessionFailed(output))
+                return
+            failure = (
+                describe_failure(output)
+                if isinstance(output, BaseException)
+                else Failure(f"run_trial returned {output!r}, not a trial's result", retry=False)
+            )
+            if failure.retry and try_number <= self._retries:
+                self._events.put(_Retrying(number, failure, try_number))
+                await asyncio.sleep(RETRY_DELAY_SECONDS)
+                if number in self._cancelling:
+                    self._cancelling.discard(number)
+                    self._events.put(_Released(number))
+                    return
+                continue
+            self._events.put(_Failed(number, failure, try_number))
+            return
+
+    async def _cancel_call(self, number: int) -> None:
+        self._cancelling.add(number)
+        call = self._calls.get(number)
+        if call is not None:
+            await self._stop_call(call)
+
+    async def _stop_call(self, call: Any) -> None:
+        try:
+            await asyncio.wait_for(call.cancel.aio(terminate_containers=True), CANCEL_SECONDS)
         except asyncio.CancelledError:
             raise
-        except BaseException as error:
-            self._events.put(_SessionFailed(error))
+        except Exception as error:  # it ends with Modal's timeout instead
+            logger.debug("cancelling a trial's Modal call: %s", error)
 
     async def _read_channel(self, session: ModalSession) -> None:
         # One blocking get at a time on the one partition everything for the orchestrator
-        # arrives on (workers' calls and heartbeats, the hub's messages): Modal answers it as
-        # soon as an item is put, so waiting long costs no latency, only fewer requests.
+        # arrives on (workers' calls, the hub's messages): Modal answers it as soon as an
+        # item is put, so waiting long costs no latency, only fewer requests.
         while True:
             try:
                 items = await session.queue.get_many.aio(
@@ -415,6 +559,8 @@ class ModalBackend(Backend):
                 await asyncio.sleep(1.0)
                 continue
             for item in items:
+                if item[0] == "end":  # the session ends: no further read to wait out
+                    return
                 self._route(item)
 
     async def _end_channel_read(self, session: ModalSession) -> None:
@@ -427,8 +573,6 @@ class ModalBackend(Backend):
         kind = item[0]
         if kind == "calls":
             self._events.put(item[1])
-        elif kind == "beat":
-            self._events.put(_Beat(item[1], item[2]))
         elif kind == "url":
             self.hub_url = item[1]
             self._events.put(Notice(f"Aim UI (live while the sweep runs): {item[1]}"))
@@ -446,10 +590,6 @@ class ModalBackend(Backend):
                 raise
             except Exception as error:  # the worker times out waiting, and says so
                 logger.warning("could not answer trial %d: %s", reply.number, error)
-
-    async def _put_input(self, request: Any) -> None:
-        assert self._inputs is not None
-        await self._inputs.put(request)
 
     async def _put_reply(self, reply: Reply) -> None:
         assert self._replies is not None
@@ -474,6 +614,73 @@ class ModalBackend(Backend):
                 )
             )
             self._hub_closed.set()
+
+
+_EXIT_CODE = re.compile(r"exit code:?\s*(-?\d+)", re.IGNORECASE)
+_SIGNALS = {
+    6: "aborted (exit code {code}, SIGABRT)",
+    9: "was killed (exit code {code}, SIGKILL), most often for running out of memory: give "
+    "it more with --memory",
+    11: "crashed (exit code {code}, SIGSEGV: a segmentation fault)",
+    15: "was terminated (exit code {code}, SIGTERM)",
+}
+
+
+def describe_failure(error: BaseException) -> Failure:
+    """What a trial's call failing with ``error`` means, for the user."""
+    import modal.exception
+
+    text = str(error).strip()
+    first = text.splitlines()[0] if text else ""
+    if isinstance(error, modal.exception.FunctionTimeoutError):
+        return Failure(
+            "Modal stopped it at run_trial's timeout (give it more with --trial-timeout) "
+            f"[{type(error).__name__}: {first}]",
+            retry=False,
+        )
+    if isinstance(error, modal.exception.RemoteError):
+        match = _EXIT_CODE.search(text)
+        if match is not None:
+            code = int(match.group(1))
+            signal = code - 128 if code > 128 else -code if code < 0 else 0
+            if signal:
+                what = _SIGNALS.get(signal, f"was killed (exit code {{code}}, signal {signal})")
+            else:
+                what = "exited with code {code} (the objective, or a library it uses, ended it)"
+            return Failure(f"its Modal container {what.format(code=code)} [RemoteError: {first}]")
+        return Failure(f"Modal lost its container [RemoteError: {first}]")
+    if isinstance(error, modal.exception.Error):
+        return Failure(f"Modal lost its container [{type(error).__name__}: {first}]")
+    # Anything else was raised in the container by sweeper's run_trial (or what it needs to
+    # import), outside the objective: Modal sends it with the container's traceback.
+    trace = "".join(traceback.format_exception(error))
+    return Failure(
+        f"run_trial raised {_one_line(error)} in its Modal container (outside the objective)",
+        traceback=trace,
+    )
+
+
+def _is_session_error(error: Any) -> bool:
+    """Whether ``error`` says the client cannot use Modal at all (not a trial's failure)."""
+    if not isinstance(error, BaseException):
+        return False
+    try:
+        import modal.exception
+    except ImportError:  # pragma: no cover - the backend needs modal
+        return False
+    return isinstance(
+        error,
+        (
+            modal.exception.AuthError,
+            modal.exception.ClientClosed,
+            modal.exception.ConnectionError,
+        ),
+    )
+
+
+def _failure_text(reason: str | None, trace: str | None) -> str:
+    text = reason or "failed"
+    return f"{text}\n{trace.rstrip()}" if trace else text
 
 
 def _one_line(error: BaseException) -> str:
@@ -551,5 +758,197 @@ def make_modal_backend(objective: ObjectiveRef, config: Any, parallel: int) -> M
         )
     if config.requirements and not os.path.isfile(config.requirements):
         raise ConfigError(f"--requirements {config.requirements}: no such file.")
-    deployment = _modal_app.build(settings_from(config), objective)
-    return ModalBackend(ModalCloud(deployment), parallel, make_request)
+    settings = settings_from(config)
+    deployment = _modal_app.build(settings, objective)
+    return ModalBackend(ModalCloud(deployment), parallel, make_request, retries=settings.retries)
+
+
+def dry_run_lines(objective: ObjectiveRef, config: Any, notes: tuple[str, ...] = ()) -> list[str]:
+    """What ``run`` would build and start for this sweep, and what it would cost an hour,
+    without contacting Modal (``--dry-run``)."""
+    from sweeper._cost import (
+        MODAL_DEFAULT_CPU,
+        MODAL_DEFAULT_MEMORY_MIB,
+        Resources,
+        format_usd,
+        modal_prices,
+        parse_gpu,
+        rate_for,
+    )
+    from sweeper.progress._base import format_duration
+
+    parallel = config.parallel or _default_parallel(config)
+    head = [
+        f"Dry run: nothing is built, started or charged. This is what `run` would do for "
+        f"{objective.label} (study {config.study!r}).",
+    ]
+    head += [f"note: {text}" for text in notes]
+    budget = "; ".join(
+        part
+        for part in (
+            f"{config.n_trials} trials" if config.n_trials else "",
+            f"timeout {format_duration(config.timeout)}" if config.timeout else "",
+            f"budget {format_usd(config.budget)}" if config.budget is not None else "",
+        )
+        if part
+    )
+    if config.backend != "modal":
+        return [
+            *head,
+            f"Local backend: {parallel} worker processes on this machine, one trial each at "
+            "a time; " + (budget or "until interrupted (Ctrl-C)") + ".",
+            "Cost: none (local workers); --budget does not apply.",
+        ]
+    try:
+        from sweeper.backends import _modal_app
+    except ImportError as error:
+        from sweeper._errors import ConfigError
+
+        raise ConfigError(
+            f"the Modal backend needs the modal package ({error}): pip install modal"
+        ) from None
+    if config.requirements and not os.path.isfile(config.requirements):
+        from sweeper._errors import ConfigError
+
+        raise ConfigError(f"--requirements {config.requirements}: no such file.")
+    settings = settings_from(config)
+    rate = rate_for(config)  # refuses a budget it cannot price
+    deployment = _modal_app.build(settings, objective)  # Modal's own checks, offline
+    assert deployment.images is not None
+    trial_image, hub_image = deployment.images
+    prices = modal_prices()
+    lines = [
+        *head,
+        f"Modal App {settings.app_name!r}, ephemeral: it exists while the sweep runs, and its "
+        "containers stop with it.",
+        "",
+        "Function run_trial: one call per trial, "
+        f"{parallel} at once (--parallel), so at most {parallel} containers; "
+        + (budget or "until interrupted (Ctrl-C)"),
+    ]
+    if config.gpu:
+        kinds = []
+        for choice in config.gpu:
+            kind, count = parse_gpu(choice)
+            known = prices.gpu_price(kind) is not None
+            kinds.append(f"{count} x {kind}" + ("" if known else " (not in the price table)"))
+        gpu = ", else ".join(kinds)
+        if len(kinds) > 1:
+            gpu += " (a fallback list: Modal gives the first it has)"
+        lines.append(f"  GPU: {gpu} per container")
+        if parallel > GPU_PLAN_LIMITS[0][1]:
+            plans = ", ".join(f"{plan} {limit}" for plan, limit in GPU_PLAN_LIMITS)
+            lines.append(
+                f"  note: Modal's plans limit the GPUs a workspace has at once ({plans}, on "
+                f"{prices.date}'s pricing page); trials past yours wait for a GPU, unbilled"
+            )
+    else:
+        lines.append("  GPU: none (CPU containers; --gpu H100, for one)")
+    cpu = (
+        f"{config.cpu:g} cores" if config.cpu else f"{MODAL_DEFAULT_CPU:g} cores (Modal's default)"
+    )
+    memory = (
+        f"{config.memory} MiB"
+        if config.memory
+        else f"{MODAL_DEFAULT_MEMORY_MIB} MiB (Modal's default)"
+    )
+    lines.append(f"  CPU: {cpu}; memory: {memory}")
+    lines.append(
+        f"  timeout: {settings.timeout} s per trial"
+        + (
+            f" (--trial-timeout {config.trial_timeout:g} s, and 60 s for sweeper to report it)"
+            if config.trial_timeout
+            else " (Modal's limit when --trial-timeout is not given)"
+        )
+    )
+    lines.append(
+        f"  retries: {settings.retries} (--retries: a trial whose container fails runs again "
+        "as the same trial; Modal restarts a preempted one regardless)"
+    )
+    lines.append(
+        "  secrets: "
+        + (
+            ", ".join(settings.secrets) + " (as environment variables)"
+            if settings.secrets
+            else "none (--secret NAME)"
+        )
+    )
+    lines.append(
+        f"  volume: {settings.volume!r} at {_modal_app.VOLUME_MOUNT} (trial checkpoints, the Aim "
+        "repo); created if missing"
+    )
+    lines += _image_lines(trial_image)
+    if config.track:
+        lines += [
+            "",
+            "Function aim_hub: one container while the sweep runs; writes the Aim repo on the "
+            "volume and serves its UI through a tunnel",
+            f"  CPU: {MODAL_DEFAULT_CPU:g} cores; memory: {MODAL_DEFAULT_MEMORY_MIB} MiB "
+            "(Modal's defaults); timeout 86400 s",
+            *_image_lines(hub_image),
+        ]
+    hub = modal_prices().rate(Resources()) if config.track else None
+    lines += [
+        "",
+        f"Estimated price ({rate.provenance}, {prices.source}):",
+        f"  one trial container: {format_usd(rate.per_hour, exact=True)} an hour = "
+        f"{rate.breakdown()}",
+        f"  {parallel} at once: {format_usd(rate.per_hour * parallel, exact=True)} an hour"
+        + (f"; the Aim hub {format_usd(hub.per_hour, exact=True)} an hour" if hub else ""),
+    ]
+    if rate.unpriced:
+        lines.append(
+            f"  not priced: GPU {', '.join(rate.unpriced)} (not in the table; give its price in "
+            "SWEEPER_PRICES)"
+        )
+    if config.trial_timeout:
+        # A trial is cancelled at --trial-timeout, and its container stopped.
+        worst = rate.per_second * config.trial_timeout
+        lines.append(
+            f"  a trial that runs its whole --trial-timeout: {format_usd(worst, exact=True)}"
+            + (
+                f"; {config.n_trials} of them: {format_usd(worst * config.n_trials)}"
+                if config.n_trials
+                else ""
+            )
+        )
+    if config.budget is not None:
+        lines.append(
+            f"  --budget {format_usd(config.budget)}: no trial is asked for once the estimate "
+            "(spent, plus what running trials are expected to cost) would pass it"
+        )
+    lines += [
+        "  Modal bills each container by the second for what it requests (and for CPU and "
+        "memory it uses beyond that); "
+        "the estimate counts each trial from its input to its output, restarts included.",
+        "",
+        "Modal credentials: "
+        + (
+            "set up here."
+            if _modal_app.has_credentials()
+            else "none here; a real run needs `modal setup` (or MODAL_TOKEN_ID and "
+            "MODAL_TOKEN_SECRET)."
+        ),
+    ]
+    return lines
+
+
+def _image_lines(plan: Any) -> list[str]:
+    lines = [f"  image: debian_slim, Python {plan.python_version}"]
+    lines.append("    pip install: " + (" ".join(plan.packages) if plan.packages else "nothing"))
+    if plan.requirements_file:
+        lines.append(f"    pip install -r {plan.requirements_file}")
+    for local, remote in plan.files:
+        lines.append(f"    file: {local} -> {remote}")
+    lines.append(f"    local Python packages: {', '.join(plan.sources)}")
+    return lines
+
+
+def _default_parallel(config: Any) -> int:
+    if config.backend == "modal":
+        from sweeper.orchestrator._sweep import MODAL_DEFAULT_PARALLEL
+
+        return MODAL_DEFAULT_PARALLEL
+    from sweeper.backends._local import default_parallel
+
+    return default_parallel()

@@ -83,6 +83,9 @@ class TrialRequest:
     root: int
     """The trial this one repeats, if it is a rerun (names its checkpoint folder)."""
     volume: str | None = None
+    try_number: int = 1
+    """Which time sweeper hands this trial to Modal (``--retries`` hands it again after a
+    failure); the container says it in its first message, so each start is told apart."""
 
 
 @dataclass
@@ -138,10 +141,11 @@ def run_trial_remote(request: TrialRequest) -> TrialResult:
     answered with the value the trial already has, if the first attempt asked for it.
 
     The announcement does not wait for an answer: a trial's first message costs no round
-    trip through the orchestrator before the objective starts."""
+    trip through the orchestrator before the objective starts. No heartbeats: the
+    orchestrator waits on each trial's call, so Modal itself says when a container is lost."""
     spec = request.spec
     attempt = random.getrandbits(48) + 1
-    transport = QueueTransport(request.queue, spec.number, attempt)
+    transport = QueueTransport(request.queue, spec.number, attempt, heartbeat=0)
     channel = TrialChannel(
         transport,
         spec.number,
@@ -150,7 +154,7 @@ def run_trial_remote(request: TrialRequest) -> TrialResult:
         cheap_sends=False,  # each send is a Modal queue put
     )
     try:
-        channel.notify("started", worker_identity(), urgent=True)
+        channel.notify("started", worker_identity(), {"try": request.try_number}, urgent=True)
         directory = checkpoint_dir(request.study, request.root)
         os.makedirs(directory, exist_ok=True)
         if request.volume:
@@ -334,18 +338,13 @@ def build(settings: ModalSettings, objective: ObjectiveRef) -> ModalDeployment:
         VOLUME_MOUNT: volume
     }
     app = modal.App(settings.app_name)
-    retries = (
-        modal.Retries(max_retries=settings.retries, backoff_coefficient=1.0, initial_delay=1.0)
-        if settings.retries
-        else 0
-    )
     trial_function = app.function(
         image=image,
         gpu=settings.gpu,
         cpu=settings.cpu,
         memory=settings.memory,
         timeout=settings.timeout,
-        retries=retries,
+        retries=0,  # sweeper hands a failed trial to Modal again itself (--retries)
         secrets=[modal.Secret.from_name(name) for name in settings.secrets],
         volumes=mounts,
         name="run_trial",

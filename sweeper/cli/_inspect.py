@@ -12,6 +12,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from sweeper._config import env_settings, normalize_keys
+from sweeper._cost import study_cost_line
 from sweeper._errors import StorageError
 from sweeper.cli._main import EXIT_FAILED, EXIT_OK, dump_json
 from sweeper.objective._file import read_objective_file
@@ -114,6 +115,9 @@ def status(args: argparse.Namespace) -> int:
     out.write(f"  {len(trials)} trials: {parts}\n")
     for line in _best_lines(study, trials):
         out.write(f"  {line}\n")
+    cost = study_cost_line(trials)
+    if cost:
+        out.write(f"  {cost}\n")
     study_id = study._storage.get_study_id_from_name(study.study_name)
     records = sweeps(study._storage, study_id)
     live = [r for r in records if r.status() == "alive"]

@@ -81,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help=option_help("trial_timeout"),
     )
+    run.add_argument("--budget", metavar="USD", help=option_help("budget"))
     run.add_argument("--backend", help=option_help("backend"))
     run.add_argument("--aim-repo", dest="aim_repo", metavar="PATH", help=option_help("aim_repo"))
     run.add_argument(
@@ -108,6 +109,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         choices=("auto", "terminal", "plain", "none"),
         help="progress display (default: a live bar on a terminal, log lines otherwise)",
+    )
+    run.add_argument(
+        "--dry-run",
+        dest="dry_run",
+        action="store_true",
+        help="print what would be built and run (images, resources, the price an hour) "
+        "and exit; needs no credentials",
     )
     run.add_argument("-v", "--verbose", action="store_true", help="show debug messages")
 
@@ -192,6 +200,13 @@ def _run(args: argparse.Namespace) -> int:
     from sweeper._api import run_sweep
 
     options: dict[str, Any] = {name: getattr(args, name, None) for name in OPTION_NAMES}
+    if args.dry_run:
+        from sweeper._api import prepare
+        from sweeper.backends._modal import dry_run_lines
+
+        ref, config, notes = prepare(args.file, objective=args.objective, options=options)
+        sys.stdout.write("\n".join(dry_run_lines(ref, config, notes)) + "\n")
+        return EXIT_OK
     result = run_sweep(
         args.file, objective=args.objective, options=options, progress=args.progress
     )

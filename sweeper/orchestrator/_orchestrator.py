@@ -20,6 +20,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from sweeper._cost import COST_KEY, CostMeter
 from sweeper._errors import ConfigError, ObjectiveError, SweeperError, UsageError
 from sweeper._logging import get_logger
 from sweeper.backends._base import Backend, LoadFailed, Notice, Output
@@ -70,6 +71,8 @@ _CALLS_GRACE = 30.0
 _INTERRUPTED = "interrupted: the sweep was stopped before this trial finished"
 _DURATIONS = 64
 """How many recent trial durations the rate at which slots free is estimated from."""
+ATTEMPTS_KEY = "sweeper:attempts"
+"""The system attribute listing a restarted trial's attempts: worker, start, why."""
 
 Callback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
 
@@ -127,8 +130,11 @@ class Orchestrator:
         callbacks: Sequence[Callback] = (),
         storage_location: str | None = None,
         sampler_processes: int = 0,
+        cost: CostMeter | None = None,
     ) -> None:
         self._backend = backend
+        self._cost = cost if cost is not None else CostMeter(clock=backend.now)
+        self._attempt_log: dict[int, list[dict[str, Any]]] = {}
         self._callbacks = tuple(callbacks)
         self._storage_location = storage_location
         self._sampler_processes = sampler_processes if storage_location else 0
@@ -147,7 +153,6 @@ class Orchestrator:
         self._roots: dict[int, int] = {}
         self._attempts: dict[int, int] = {}
         self._applied: dict[int, int] = {}
-        self._starts: dict[int, int] = {}
         self._parked: dict[int, tuple[TrialResult, float]] = {}
         self._proposals: dict[int, dict[str, Any]] = {}
         self._recent_space: dict[str, Any] = {}
@@ -406,6 +411,13 @@ class Orchestrator:
             if self._stop_reason is None and self._n_trials is not None:
                 self._stop_reason = f"the timeout of {self._timeout:g}s was reached"
             return True
+        reached = self._cost.exhausted()  # --budget: spent and expected cost
+        if reached is not None:
+            if self._stop_reason is None:
+                self._stop_reason = reached
+                if self._backend.running:
+                    self._stats.stopping = "budget reached: waiting for running trials to finish"
+            return True
         return False
 
     def _poll_timeout(self) -> float:
@@ -452,6 +464,7 @@ class Orchestrator:
         if spec.proposals:
             self._proposals[live.number] = {n: v for n, (_, v) in spec.proposals.items()}
         self._backend.submit(spec)
+        self._cost.start(live.number)
         self._submitted[live.number] = self._backend.now()
         root = spec.root if spec.root is not None else live.number
         self._roots[live.number] = root
@@ -559,13 +572,7 @@ class Orchestrator:
             # retried its container) takes over, and what the old one sends is dropped.
             self._attempts[number] = call.attempt
             self._applied[number] = 0
-            self._starts[number] = self._starts.get(number, 0) + 1
-            if self._starts[number] > 1:
-                self._reporter.note(
-                    f"trial {number} restarted on a new worker (start {self._starts[number]}); "
-                    "it continues as the same trial",
-                    "warning",
-                )
+            self._record_start(call, live)
         elif call.attempt != self._attempts.setdefault(number, call.attempt):
             return
         self._applied[number] = self._applied.get(number, 0) + 1
@@ -574,6 +581,31 @@ class Orchestrator:
         if parked is not None and self._applied[number] >= parked[0].n_calls:
             del self._parked[number]
             self._finish(parked[0])
+
+    def _record_start(self, call: Call, live: optuna.Trial) -> None:
+        """Note the worker of this attempt. A restart (the backend's ``started`` call says
+        the attempt and why) is recorded on the trial, and the new attempt's reports replace
+        the old one's, in the storage and in Aim."""
+        number = call.number
+        worker = call.args[0] if call.args and isinstance(call.args[0], dict) else {}
+        info = call.args[1] if len(call.args) > 1 and isinstance(call.args[1], dict) else {}
+        log = self._attempt_log.setdefault(number, [])
+        attempt = int(info.get("attempt") or len(log) + 1)
+        why = info.get("why") or ("a new worker took it over" if attempt > 1 else None)
+        log.append({"attempt": attempt, "worker": worker, "started": time.time(), "why": why})
+        if attempt <= 1:
+            return
+        assert self._opened is not None
+        self._opened.storage.set_trial_system_attr(live._trial_id, ATTEMPTS_KEY, log)
+        live._cached_frozen_trial.intermediate_values.clear()  # reported again, not ignored
+        root = self._roots.get(number, number)
+        self._tracker.emit(
+            TrialStarted(live.study.study_name, root, number, time.time(), attempt=attempt)
+        )
+        self._reporter.note(
+            f"trial {number} restarted ({why}): attempt {attempt} continues it as the same trial",
+            "warning",
+        )
 
     def _apply_call(self, call: Call, live: optuna.Trial) -> None:
         study, root = live.study.study_name, self._roots[call.number]
@@ -624,9 +656,13 @@ class Orchestrator:
 
     def _finish(self, result: TrialResult) -> None:
         assert self._opened is not None
-        for table in (self._attempts, self._applied, self._starts, self._proposals):
+        for table in (self._attempts, self._applied, self._proposals):
             table.pop(result.number, None)
+        attempts = self._attempt_log.pop(result.number, [])
         live = self._live.pop(result.number)
+        spend = self._cost.finish(result.number)
+        cost = spend.record(self._cost.rate)
+        self._opened.storage.set_trial_system_attr(live._trial_id, COST_KEY, cost)
         self._forget_params(result.number)
         submitted = self._submitted.pop(result.number, None)
         if submitted is not None:
@@ -649,10 +685,19 @@ class Orchestrator:
             reason=reason,
             traceback=trace,
             log_path=str(self._log_path(result.number)),
+            cost=spend.usd,
+            container_seconds=spend.seconds,
+            attempts=max(1, len(attempts), attempts[-1]["attempt"] if attempts else 1),
         )
         self._stats.running = len(self._backend.running)
         new_best = self._stats.record(finished)
-        self._track_finished(finished, result, self._roots.pop(result.number, result.number))
+        self._track_finished(
+            finished,
+            result,
+            self._roots.pop(result.number, result.number),
+            cost=cost,
+            attempts=tuple(attempts) if finished.attempts > 1 else (),
+        )
         if state == "FAIL" and not interrupted and self._abort is None:
             key = _failure_kind(reason, trace)
             first = key not in self._seen_failures
@@ -714,7 +759,14 @@ class Orchestrator:
             return f"the objective returned {shown}; NaN cannot be told to the study"
         return None
 
-    def _track_finished(self, finished: FinishedTrial, result: TrialResult, root: int) -> None:
+    def _track_finished(
+        self,
+        finished: FinishedTrial,
+        result: TrialResult,
+        root: int,
+        cost: dict[str, Any] | None = None,
+        attempts: tuple[dict[str, Any], ...] = (),
+    ) -> None:
         if not self._tracker.enabled:
             return
         study = self._stats.study
@@ -729,6 +781,8 @@ class Orchestrator:
                 params=finished.params,
                 reason=finished.reason,
                 worker=result.worker,
+                cost=cost,
+                attempts=attempts,
             )
         )
         s = self._stats

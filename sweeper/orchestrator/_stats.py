@@ -10,6 +10,8 @@ from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
+from sweeper._cost import CostMeter, Spend
+
 
 @dataclass(frozen=True)
 class FinishedTrial:
@@ -23,6 +25,12 @@ class FinishedTrial:
     reason: str | None = None
     traceback: str | None = None
     log_path: str | None = None
+    cost: float = 0.0
+    """Its estimated cost in US dollars (0 on local workers)."""
+    container_seconds: float = 0.0
+    """How long it held its worker (container), restarts included."""
+    attempts: int = 1
+    """How many times it was started (a restarted trial continues as the same trial)."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +51,8 @@ class Snapshot:
     pareto_size: int = 0
     stopping: str | None = None
     waiting: str | None = None
+    spend: Spend | None = None
+    """What the sweep has cost so far, when its trials cost anything (not on local workers)."""
 
     @property
     def finished(self) -> int:
@@ -66,6 +76,8 @@ class SweepStats:
     best_values: tuple[float, ...] | None = None
     best_number: int | None = None
     front: list[tuple[tuple[float, ...], int]] = field(default_factory=list)
+    meter: CostMeter | None = None
+    """What the trials cost (shown when they cost anything)."""
 
     def seed(self, trials: Iterable[FrozenTrial]) -> None:
         """Take the counts and the best (or front) of trials finished before this sweep."""
@@ -133,6 +145,7 @@ class SweepStats:
             pareto_size=len(self.front),
             stopping=self.stopping,
             waiting=self.waiting,
+            spend=self.meter.spend() if self.meter is not None and self.meter.priced else None,
         )
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import optuna
 
 from sweeper._config import SweepConfig
+from sweeper._cost import CostMeter, rate_for
 from sweeper._errors import StorageError, UsageError
 from sweeper._logging import get_logger
 from sweeper.backends._base import Backend
@@ -104,16 +105,19 @@ def sweep(
         if isinstance(config.pruner, optuna.pruners.BasePruner)
         else make_pruner(config.pruner, config.pruner_args)
     )
+    rate = rate_for(config)  # a budget that cannot be priced is refused before any work
     if backend is None:
         backend, parallel = _make_backend(objective, config, workdir, keep_warm=keep_warm)
     else:
         parallel = config.parallel or 1
     log_dir = log_dir_for(config.study, workdir)
+    meter = CostMeter(rate, budget=config.budget, clock=backend.now)
     stats = SweepStats(
         study=config.study,
         directions=directions,
         n_trials=config.n_trials,
         timeout=config.timeout,
+        meter=meter,
     )
     record = SweepRecord.for_this_process()
     tracker = _make_tracker(config, workdir, backend, keep_warm=keep_warm)
@@ -153,6 +157,12 @@ def sweep(
             reporter.note(text)
         if config.n_trials is None and config.timeout is None:
             reporter.note("No --n-trials or --timeout given: running until Ctrl-C.")
+        if config.budget is not None and not meter.priced:
+            reporter.note(
+                f"--budget {config.budget:g}: trials on {config.backend} workers cost nothing "
+                "here, so the budget never stops this sweep.",
+                "warning",
+            )
         for text in _recovery_notes(recover(study, storage, study_id)):
             reporter.note(text, "warning")
         _apply_file_study(study, config)
@@ -179,6 +189,7 @@ def sweep(
             if sampler_processes is None
             else sampler_processes
         ),
+        cost=meter,
     )
     try:
         study = _run(orchestrator, backend, storage, record, config.study, tracker, reporter)
@@ -319,6 +330,7 @@ def _settings(config: SweepConfig, objective: ObjectiveRef, parallel: int) -> di
         "seed": config.seed,
         "trial_timeout": config.trial_timeout,
         "backend": config.backend,
+        "budget": config.budget,
     }
 
 
@@ -416,4 +428,5 @@ def _summary(
         stop_reason=orchestrator.stop_reason,
         log_dir=str(log_dir),
         returned=orchestrator.returned,
+        spend=stats.meter.spend() if stats.meter is not None and stats.meter.priced else None,
     )

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from sweeper._cost import Spend, format_usd
+
 if TYPE_CHECKING:
     from sweeper.orchestrator._stats import FinishedTrial, Snapshot
 
@@ -53,6 +55,8 @@ class SweepSummary:
     aim_repo: str | None = None
     returned: int = 0
     """Trials asked ahead that never started, back in the study's queue (WAITING)."""
+    spend: Spend | None = None
+    """What the sweep's trials cost, when they cost anything (not on local workers)."""
 
 
 class Reporter:
@@ -201,10 +205,46 @@ def status_line(s: Snapshot) -> str:
     best = best_text(s)
     if best:
         parts.append(best)
+    cost = cost_text(s)
+    if cost:
+        parts.append(cost)
     parts.append(f"elapsed {format_duration(s.elapsed)}")
     if s.timeout:
         parts.append(f"timeout in {format_duration(s.timeout - s.elapsed)}")
     return " | ".join(parts)
+
+
+def cost_text(s: Snapshot) -> str | None:
+    """``cost ~$1.23`` (with its budget), or None when trials cost nothing."""
+    spend = s.spend
+    if spend is None:
+        return None
+    text = f"cost ~{format_usd(spend.total)}"
+    if spend.budget is not None:
+        text += f" of {format_usd(spend.budget)}"
+    return text
+
+
+def trial_cost_text(trial: FinishedTrial) -> str:
+    """`` (~$0.0123)`` after a trial that cost something, else nothing."""
+    return f" (~{format_usd(trial.cost)})" if trial.cost > 0 else ""
+
+
+def spend_lines(spend: Spend) -> list[str]:
+    """The summary's lines about what the sweep cost."""
+    hours = format_duration(spend.seconds)
+    trials = f"{spend.trials} trial{'s' if spend.trials != 1 else ''}"
+    line = (
+        f"Estimated cost: {format_usd(spend.spent)} for {hours} of container time over "
+        f"{trials} at {format_usd(spend.per_hour, exact=True)} an hour a container "
+        f"({spend.provenance})."
+    )
+    if spend.budget is not None:
+        left = spend.budget - spend.spent
+        line += f" Budget {format_usd(spend.budget)}: " + (
+            f"{format_usd(left)} left." if left >= 0 else f"{format_usd(-left)} over."
+        )
+    return [line]
 
 
 def short_status(s: Snapshot) -> str:
@@ -235,6 +275,8 @@ def summary_lines(summary: SweepSummary) -> list[str]:
     ]
     if summary.stop_reason:
         lines.append(f"Stopped early: {summary.stop_reason}.")
+    if summary.spend is not None:
+        lines.extend(spend_lines(summary.spend))
     if summary.returned:
         n = summary.returned
         lines.append(

@@ -18,6 +18,7 @@ from sweeper.progress._base import (
     SweepSummary,
     TrialOutput,
     best_text,
+    cost_text,
     format_duration,
     format_params,
     status_line,
@@ -185,6 +186,9 @@ def render_html(info: SweepInfo | None, s: Snapshot | None) -> str:
         best = best_text(s)
         if best:
             parts.append(f" &nbsp; <b>{html.escape(best)}</b>")
+        cost = cost_text(s)
+        if cost:
+            parts.append(f" &nbsp; {html.escape(cost)}")
         state = s.stopping or s.waiting
         if state:
             parts.append(f"<br><i>{html.escape(state)}</i>")

@@ -18,6 +18,7 @@ from sweeper.progress._base import (
     short_status,
     status_line,
     summary_lines,
+    trial_cost_text,
 )
 from sweeper.progress._traceback import user_traceback
 
@@ -75,7 +76,8 @@ class PlainReporter(Reporter):
         star = " (new best)" if new_best and len(snapshot.directions) == 1 else ""
         self._write(
             f"trial {trial.number} {trial.state} {what}{star} in "
-            f"{format_duration(trial.duration)} [{format_params(trial.params)}] | "
+            f"{format_duration(trial.duration)}{trial_cost_text(trial)} "
+            f"[{format_params(trial.params)}] | "
             f"{short_status(snapshot)}"
         )
         self._last_status = time.monotonic()
@@ -83,7 +85,8 @@ class PlainReporter(Reporter):
     def trial_failed(self, trial: FinishedTrial, first_of_kind: bool) -> None:
         where = f" (log: {trial.log_path})" if trial.log_path else ""
         self._write(
-            f"trial {trial.number} FAIL: {trial.reason} [{format_params(trial.params)}]{where}"
+            f"trial {trial.number} FAIL: {trial.reason}{trial_cost_text(trial)} "
+            f"[{format_params(trial.params)}]{where}"
         )
         if first_of_kind and trial.traceback:
             self._write(user_traceback(trial.traceback))

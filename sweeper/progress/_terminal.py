@@ -18,6 +18,7 @@ from sweeper.progress._base import (
     TrialOutput,
     best_text,
     budget_text,
+    cost_text,
     format_duration,
     format_params,
     format_values,
@@ -147,6 +148,9 @@ def render(s: Snapshot) -> RenderableType:
     best = best_text(s)
     if best:
         counts.append(f"   {best}", style="bold")
+    cost = cost_text(s)
+    if cost:
+        counts.append(f"   {cost}", style="magenta")
     lines: list[RenderableType] = [grid, counts]
     if s.waiting:
         lines.append(Text(s.waiting, style="dim"))

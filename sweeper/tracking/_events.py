@@ -34,6 +34,9 @@ class TrialStarted:
     number: int
     started: float
     """Unix time."""
+    attempt: int = 1
+    """Above 1, a restart of the same trial (a new container took it over): the steps it
+    reports replace the earlier attempt's, as they do in the storage."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +78,10 @@ class TrialFinished:
     params: dict[str, Any]
     reason: str | None = None
     worker: dict[str, Any] = field(default_factory=dict)
+    cost: dict[str, Any] | None = None
+    """Its container seconds and estimated cost (the ``sweeper:cost`` system attribute)."""
+    attempts: tuple[dict[str, Any], ...] = ()
+    """A restarted trial's attempts: worker, start, why (``sweeper:attempts``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +121,8 @@ class TrialRecord:
     duration: float | None = None
     reason: str | None = None
     worker: dict[str, Any] = field(default_factory=dict)
+    cost: dict[str, Any] | None = None
+    attempts: tuple[dict[str, Any], ...] = ()
 
     @property
     def digest(self) -> str:

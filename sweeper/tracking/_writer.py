@@ -11,9 +11,10 @@ What a trial's Aim run holds:
 - ``hparams``: the trial's parameters;
 - ``sweeper``: study, root and trial number, state, start time, worker, the reason a trial
   failed;
-- ``result``: state, value(s), duration;
+- ``result``: state, value(s), duration, estimated cost and container seconds;
 - metric ``objective``: every ``trial.report(value, step)``, at its step (the first value
-  of a step, as Optuna keeps it);
+  of a step, as Optuna keeps it; a restarted attempt's first value replaces the earlier
+  attempt's, as it does in the storage);
 - any metric the objective logs with ``trial.log`` / ``sweeper.log``.
 
 The study's run (name ``study``) holds the sweep's settings, and the metrics ``best_value``
@@ -112,6 +113,9 @@ class _Run:
     """Indexed when it closes (so that Aim's SDK and UI list it)."""
     opening: Future[BaseException | None] | None = None
     """Its databases being opened, on a thread, from when the run is first needed."""
+    replaced: set[int] | None = None
+    """Once the trial restarted: the steps its new attempt has reported (each replaces the
+    earlier attempt's value); the curve is written afresh when it finishes."""
 
 
 @dataclass
@@ -294,8 +298,14 @@ class AimWriter:
             self._op(run, partial(_set_params, params))
         elif isinstance(event, Reported):
             run = self._run(event.study, event.root)
-            if event.step not in run.curve:  # Optuna keeps a step's first value
+            replaced = run.replaced
+            # Optuna keeps a step's first value (of the attempt, once a trial restarted).
+            if event.step not in run.curve or (
+                replaced is not None and event.step not in replaced
+            ):
                 run.curve[event.step] = event.value
+                if replaced is not None:
+                    replaced.add(event.step)
                 self._op(
                     run,
                     partial(_track, REPORT_METRIC, event.value, event.step, time.time(), None),
@@ -348,11 +358,15 @@ class AimWriter:
 
     def _started(self, event: TrialStarted) -> None:
         run = self._run(event.study, event.root)
+        if event.attempt > 1 and run.number == event.number and run.finish is None:
+            run.replaced = set()  # a restart: the same run, its steps reported again
+            return
         if (run.number is not None and run.number != event.number) or run.finish is not None:
             # The root runs again (a retry): its curve starts over, its old steps go.
             run.curve = {}
             run.finish = None
             self._op(run, lambda s: s.drop_sequence(REPORT_METRIC))
+        run.replaced = None
         run.number, run.started = event.number, event.started
         self._set_tag(run, "running")
         number, started = event.number, event.started
@@ -367,6 +381,9 @@ class AimWriter:
     def _finished(self, event: TrialFinished) -> None:
         run = self._run(event.study, event.root)
         run.number = event.number
+        if run.replaced:  # steps written over in place: write the curve afresh, in order
+            self._op(run, partial(_write_curve, sorted(run.curve.items()), time.time()))
+        run.replaced = None
         values = shown_values(event.state, event.values, run.curve)
         digest = trial_digest(event.number, event.state, values, event.params, run.curve)
         self._write_result(
@@ -379,6 +396,8 @@ class AimWriter:
             reason=event.reason,
             worker=dict(event.worker),
             started=run.started,
+            cost=event.cost,
+            attempts=event.attempts,
         )
         run.finish = (event.number, digest)
         self.stats.finished += 1
@@ -395,8 +414,13 @@ class AimWriter:
         reason: str | None,
         worker: dict[str, Any],
         started: float | None,
+        cost: dict[str, Any] | None = None,
+        attempts: tuple[dict[str, Any], ...] = (),
     ) -> None:
         result: dict[str, Any] = {"state": state, "duration": duration}
+        if cost is not None:
+            result["cost"] = cost.get("usd")
+            result["container_seconds"] = cost.get("container_seconds")
         if values is not None:
             result["values"] = list(values)
             if len(values) == 1:
@@ -411,6 +435,8 @@ class AimWriter:
             "started": started,
             "worker": worker,
             "fail_reason": reason if state == "FAIL" else None,
+            "cost": dict(cost) if cost is not None else None,
+            "attempts": [dict(a) for a in attempts],
         }
 
         def write(store: Any) -> None:
@@ -451,6 +477,8 @@ class AimWriter:
             reason=record.reason,
             worker=dict(record.worker),
             started=record.started,
+            cost=record.cost,
+            attempts=record.attempts,
         )
         run.finish = (record.number, record.digest)
         self.stats.rebuilt += 1
@@ -794,6 +822,13 @@ def _track(
     store: Any,
 ) -> None:
     store.track(name, value, step, when, context)
+
+
+def _write_curve(curve: list[tuple[int, float]], when: float, store: Any) -> None:
+    """The ``objective`` metric afresh, step by step."""
+    store.drop_sequence(REPORT_METRIC)
+    for step, value in curve:
+        store.track(REPORT_METRIC, float(value), int(step), when)
 
 
 def _open(run: _Run) -> BaseException | None:
