@@ -199,6 +199,7 @@ class _Fingerprint:
                 self.parts.append(f"{key}={_constant(item) or type(item).__name__}")
         elif isinstance(value, types.MethodType):
             self.callable(value.__func__)
+            self._attributes(value.__self__)
         elif isinstance(value, types.FunctionType):
             self._function(value)
         else:
@@ -207,10 +208,15 @@ class _Fingerprint:
             call = getattr(cls, "__call__", None)  # noqa: B004 - the class's own method
             if isinstance(call, types.FunctionType):
                 self._function(call)
-            for key, item in sorted(getattr(value, "__dict__", {}).items()):
-                constant = _constant(item)
-                if constant is not None:
-                    self.parts.append(f"{key}={constant}")
+            self._attributes(value)
+
+    def _attributes(self, value: Any) -> None:
+        """The plain constants an object holds (a callable object's, a method's ``self``)."""
+        attributes = getattr(value, "__dict__", None)
+        for key, item in sorted(attributes.items() if isinstance(attributes, dict) else ()):
+            constant = _constant(item)
+            if constant is not None:
+                self.parts.append(f"{key}={constant}")
 
     def _function(self, function: types.FunctionType) -> None:
         code = function.__code__
