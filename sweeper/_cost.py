@@ -314,6 +314,8 @@ class CostMeter:
     trials: int = 0
     reached: str | None = None
     """Why the budget stopped the sweep, once it did."""
+    prior: float = 0.0
+    """What the study's trials of earlier sweeps cost (for the study's total)."""
     _running: dict[int, float] = field(default_factory=dict)
     _recent: collections.deque[float] = field(
         default_factory=lambda: collections.deque(maxlen=_RECENT)
@@ -383,6 +385,7 @@ class CostMeter:
             provenance=self.rate.provenance,
             budget=self.budget,
             reached=self.reached,
+            prior=self.prior,
         )
 
 
@@ -399,9 +402,12 @@ class Spend:
     provenance: str = ""
     budget: float | None = None
     reached: str | None = None
+    prior: float = 0.0
+    """What the study's trials of earlier sweeps cost."""
 
     @property
     def total(self) -> float:
+        """What this sweep has cost so far, running trials included."""
         return self.spent + self.running
 
 

@@ -343,3 +343,24 @@ def test_status_shows_what_the_study_cost(project: Project) -> None:
         "estimated cost: $1.75 for 0.42 container-hours over 2 trials (estimated from X)"
         in out.stdout
     )
+
+
+def test_a_continued_study_adds_up_what_all_its_trials_cost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    priced = Rate(per_second=0.5, provenance="estimated from test prices")
+    monkeypatch.setattr("sweeper.orchestrator._sweep.rate_for", lambda config: priced)
+    from sweeper._api import run_sweep
+
+    options = {"n_trials": 2, "parallel": 2, "track": False, "study": "again"}
+    first = run_sweep(_slow, objective=None, options=options, progress=False)
+    second = run_sweep(_slow, objective=None, options=options, progress=False)
+    assert first.summary is not None and second.summary is not None
+    assert second.study is not None
+    spend = second.summary.spend
+    assert spend is not None and first.summary.spend is not None
+    assert spend.prior == pytest.approx(first.summary.spend.spent, abs=1e-3)
+    everything = sum(t.system_attrs[COST_KEY]["usd"] for t in second.study.trials)
+    text = "\n".join(summary_lines(second.summary))
+    assert f"The study's trials have cost {format_usd(everything)} in all." in text

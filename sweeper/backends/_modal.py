@@ -530,8 +530,18 @@ class ModalBackend(Backend):
     async def _cancel_call(self, number: int) -> None:
         self._cancelling.add(number)
         call = self._calls.get(number)
-        if call is not None:
-            await self._stop_call(call)
+        if call is None:
+            return
+        await self._stop_call(call)
+        await asyncio.sleep(CANCEL_SECONDS)
+        if self._calls.get(number) is call:  # Modal has not ended it: give its slot up
+            logger.warning(
+                "trial %d: Modal has not stopped its cancelled call in %.0f s; its slot is "
+                "given to another trial (the container may run until Modal's timeout)",
+                number,
+                CANCEL_SECONDS,
+            )
+            self._events.put(_Released(number))
 
     async def _stop_call(self, call: Any) -> None:
         try:

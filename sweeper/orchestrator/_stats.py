@@ -10,7 +10,7 @@ from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
-from sweeper._cost import CostMeter, Spend
+from sweeper._cost import COST_KEY, CostMeter, Spend, study_cost
 
 
 @dataclass(frozen=True)
@@ -80,12 +80,17 @@ class SweepStats:
     """What the trials cost (shown when they cost anything)."""
 
     def seed(self, trials: Iterable[FrozenTrial]) -> None:
-        """Take the counts and the best (or front) of trials finished before this sweep."""
+        """Take the counts, the best (or front) and the cost of trials finished before this
+        sweep."""
+        trials = list(trials)
         for trial in trials:
             if trial.state.is_finished():
                 self.prior[trial.state.name] = self.prior.get(trial.state.name, 0) + 1
             if trial.state == TrialState.COMPLETE and trial.values is not None:
                 self._consider(tuple(trial.values), trial.number)
+        if self.meter is not None:
+            found = study_cost(trial.system_attrs.get(COST_KEY) for trial in trials)
+            self.meter.prior = found[0] if found is not None else 0.0
 
     @property
     def seeded(self) -> int:

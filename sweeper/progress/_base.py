@@ -244,6 +244,8 @@ def spend_lines(spend: Spend) -> list[str]:
         line += f" Budget {format_usd(spend.budget)}: " + (
             f"{format_usd(left)} left." if left >= 0 else f"{format_usd(-left)} over."
         )
+    if spend.prior > 0:
+        line += f" The study's trials have cost {format_usd(spend.prior + spend.spent)} in all."
     return [line]
 
 

@@ -23,6 +23,7 @@ from sweeper.progress._base import (
     format_params,
     format_values,
     summary_lines,
+    trial_cost_text,
 )
 from sweeper.progress._traceback import user_traceback
 
@@ -98,7 +99,7 @@ class TerminalReporter(Reporter):
         self._console.print(
             Text.assemble(
                 ("x ", "red"),
-                f"trial {trial.number} failed: {trial.reason}  ",
+                f"trial {trial.number} failed: {trial.reason}{trial_cost_text(trial)}  ",
                 (format_params(trial.params) + where, "dim"),
             )
         )
