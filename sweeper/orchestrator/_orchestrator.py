@@ -603,7 +603,7 @@ class Orchestrator:
             TrialStarted(live.study.study_name, root, number, time.time(), attempt=attempt)
         )
         self._reporter.note(
-            f"trial {number} restarted ({why}): attempt {attempt} continues it as the same trial",
+            f"trial {number}: attempt {attempt} continues it as the same trial ({why})",
             "warning",
         )
 
