@@ -513,6 +513,9 @@ class ProcessProducer(Producer):
         return notes
 
     def close(self) -> None:
+        if self.starting and not self.busy:  # it has asked nothing: no need to wait for it
+            with contextlib.suppress(OSError):
+                self._process.kill()
         self._send(("stop",))
         self._reader.join(_STOP_SECONDS)
         if self._process.poll() is None:
