@@ -73,6 +73,8 @@ def test_trial_api_and_module_code_once_per_worker(project: Project) -> None:
         assert attrs["study_name"] == "attrs"
         assert trial.constraints == {"x_small": trial.params["x"] - 8}
         pids.add(attrs["worker_pid"])
+        # Where it ran is in the storage too (an Aim run rebuilt from it shows it).
+        assert trial.system_attrs["sweeper:worker"]["pid"] == attrs["worker_pid"]
     # Two persistent workers loaded the file; no new interpreter per trial.
     assert len(pids) == 2
 

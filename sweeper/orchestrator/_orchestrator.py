@@ -47,6 +47,7 @@ from sweeper.tracking._events import (
     TrialFinished,
     TrialStarted,
 )
+from sweeper.tracking._reconcile import WORKER_KEY
 from sweeper.tracking._tracker import Tracker
 from sweeper.trial._messages import TrialResult, picklable_error
 from sweeper.trial._remote import STORAGE_READS, STUDY_ATTRIBUTES, STUDY_WRITES, TRIAL_WRITES
@@ -675,7 +676,7 @@ class Orchestrator:
             if problem is not None:
                 state, reason, values = "FAIL", problem, None
         interrupted = reason is not None and reason.startswith(_INTERRUPTED)
-        self._tell(live, state, values, reason, trace, interrupted)
+        self._tell(live, state, values, reason, trace, interrupted, worker=result.worker)
         finished = FinishedTrial(
             number=result.number,
             state=state,
@@ -813,9 +814,12 @@ class Orchestrator:
         reason: str | None,
         trace: str | None,
         interrupted: bool,
+        worker: dict[str, Any] | None = None,
     ) -> None:
         assert self._opened is not None
         study, storage = self._opened.study, self._opened.storage
+        if worker:  # where it ran, for its Aim run when that is rebuilt from the storage
+            storage.set_trial_system_attr(live._trial_id, WORKER_KEY, dict(worker))
         if state == "COMPLETE" and values is not None:
             study.tell(live, list(values))
         elif state == "PRUNED":
