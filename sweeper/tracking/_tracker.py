@@ -355,6 +355,9 @@ class BatchingTracker(Tracker):
             return
         try:
             plan = self._source.reconcile()
+        except KeyError:  # the study is gone: a misconfigured sweep removed it again
+            logger.debug("tracking: the study to reconcile Aim with is gone")
+            return
         except Exception as error:
             logger.warning("tracking: cannot read the study to reconcile Aim with it: %s", error)
             return
