@@ -493,6 +493,7 @@ class ProcessProducer(Producer):
         self._send_lock = threading.Lock()
         self._notes: list[str] = []
         self._notes_lock = threading.Lock()
+        self._closing = False
         self._reader = threading.Thread(
             target=self._read, name="sweeper-sampler-reader", daemon=True
         )
@@ -513,6 +514,7 @@ class ProcessProducer(Producer):
         return notes
 
     def close(self) -> None:
+        self._closing = True
         if self.starting and not self.busy:  # it has asked nothing: no need to wait for it
             with contextlib.suppress(OSError):
                 self._process.kill()
@@ -537,6 +539,8 @@ class ProcessProducer(Producer):
                 message = self._connection.recv()
             except (EOFError, OSError):  # it died (it says "stopped" when told to stop)
                 self.alive = self.starting = False
+                if self._closing:
+                    return
                 if not self.busy:  # the others go on; what it was asking is lost with it
                     logger.warning("a sampler process exited; see %s", self._log)
                     return
