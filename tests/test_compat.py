@@ -41,6 +41,8 @@ from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from sweeper.study._recovery import RETURNED_KEY
+
 COMPAT = Path(__file__).parent / "compat"
 FILES = sorted(COMPAT.glob("*.py"))
 
@@ -112,8 +114,15 @@ class Swept:
         assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
         assert "Traceback" not in result.stderr, result.stderr[-4000:]
         counts: dict[str, int] = {}
+        returned = 0
         for trial in self.trials():
+            if trial.state == TrialState.WAITING and trial.system_attrs.get(RETURNED_KEY):
+                returned += 1  # asked ahead, not started when the sweep stopped early
+                continue
             counts[trial.state.name] = counts.get(trial.state.name, 0) + 1
+        if returned:
+            assert "Stopped early" in result.stdout, result.stdout
+            assert f"{returned} trial{'s' if returned > 1 else ''} asked ahead" in result.stdout
         assert counts.get("FAIL", 0) == 0, counts
         done = counts.get("COMPLETE", 0) + counts.get("PRUNED", 0)
         wanted = expected if isinstance(expected, range) else range(expected, expected + 1)
@@ -214,6 +223,17 @@ def _constraints(swept: Swept) -> None:
     for trial in swept.trials(TrialState.COMPLETE):
         # The sampler's constraints_func ran on every trial and Optuna recorded its result.
         assert trial.system_attrs["constraints"] == pytest.approx(trial.user_attrs["constraint"])
+    # The summary's best is the best feasible trial, as the file's own last lines compute it.
+    feasible = [
+        t
+        for t in swept.trials(TrialState.COMPLETE)
+        if all(c <= 0 for c in t.user_attrs["constraint"])
+    ]
+    if feasible:
+        best = min(feasible, key=lambda t: t.value)
+        assert f"from trial {best.number}:" in swept.result.stdout
+    else:
+        assert "No completed trial meets the sampler's constraints" in swept.result.stdout
 
 
 @case("multi_objective")

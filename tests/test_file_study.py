@@ -159,3 +159,52 @@ def test_module_code_that_fails_is_shown_once_with_its_traceback(project: Projec
         result.stderr
     )
     assert 'File "' in result.stderr and "DATA = json.loads('[1')" in result.stderr
+
+
+FEASIBLE_ABOVE_HALF = """
+import optuna
+
+
+def objective(trial):
+    x = trial.suggest_float("x", 0, 1)
+    trial.set_user_attr("constraint", (LIMIT - x,))
+    return x
+
+
+def constraints(trial):
+    return trial.user_attrs["constraint"]
+
+
+if __name__ == "__main__":
+    sampler = optuna.samplers.TPESampler(constraints_func=constraints, seed=3)
+    study = optuna.create_study(sampler=sampler)
+    study.enqueue_trial({"x": 0.9})
+    study.enqueue_trial({"x": 0.01})
+    study.optimize(objective, n_trials=8)
+"""
+
+
+def test_the_best_trial_is_the_best_feasible_one_and_none_feasible_is_said_so(
+    project: Project,
+) -> None:
+    # x = 0.01 is the lowest value, but it breaks the constraint x >= 0.5: as in Optuna's
+    # study.best_trial, the best is the lowest value among the trials that meet it.
+    project.write("half.py", FEASIBLE_ABOVE_HALF.replace("LIMIT", "0.5"))
+    result = project.sweeper("run", "half.py", "-p", "2", "--no-track")
+    assert result.returncode == 0, result.stderr
+    study = project.study("half")
+    assert study.trials[1].params == {"x": 0.01}
+    best = min((t for t in study.trials if t.params["x"] >= 0.5), key=lambda t: t.params["x"])
+    assert f"from trial {best.number}:" in result.stdout, result.stdout
+    assert f"best {best.value:.6g} (trial {best.number})" in result.stderr.splitlines()[-1]
+    shown = project.sweeper("best", "half.py")
+    assert f"from trial {best.number}" in shown.stdout, shown.stdout
+    # No x meets x >= 2: the sweep still ends well, and says why there is no best.
+    project.write("never.py", FEASIBLE_ABOVE_HALF.replace("LIMIT", "2.0"))
+    result = project.sweeper("run", "never.py", "-p", "2", "--no-track")
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "No completed trial meets the sampler's constraints" in result.stdout
+    assert states(project.study("never")) == {"COMPLETE": 8}
+    shown = project.sweeper("best", "never.py")
+    assert shown.returncode == 0 and "meets the sampler's constraints" in shown.stdout

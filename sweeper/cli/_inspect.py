@@ -17,6 +17,7 @@ from sweeper._errors import StorageError
 from sweeper.cli._main import EXIT_FAILED, EXIT_OK, dump_json
 from sweeper.objective._file import read_objective_file
 from sweeper.progress._base import format_params, format_values
+from sweeper.study._best import best_of
 from sweeper.study._recovery import FAIL_REASON_KEY, LOG_KEY, sweeps
 from sweeper.study._storage import (
     DEFAULT_JOURNAL,
@@ -268,9 +269,7 @@ def best(args: argparse.Namespace) -> int:
 
 
 def _best_trials(study: optuna.Study, complete: list[FrozenTrial]) -> list[FrozenTrial]:
-    if not complete:
-        return []
-    return [study.best_trial] if len(study.directions) == 1 else list(study.best_trials)
+    return best_of(study) if complete else []
 
 
 def _best_lines(
@@ -279,6 +278,8 @@ def _best_lines(
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     chosen = _best_trials(study, complete)
     if not chosen:
+        if complete:
+            return ["no completed trial meets the sampler's constraints"]
         return ["no completed trial yet"]
     if len(study.directions) == 1:
         trial = chosen[0]

@@ -38,6 +38,7 @@ from sweeper.orchestrator._asker import (
 from sweeper.orchestrator._spec import SpecPlan
 from sweeper.orchestrator._stats import FinishedTrial, SweepStats
 from sweeper.progress._base import Reporter
+from sweeper.study._best import feasible
 from sweeper.study._recovery import FAIL_REASON_KEY, INTERRUPTED_KEY, LOG_KEY
 from sweeper.tracking._events import (
     Logged,
@@ -47,7 +48,7 @@ from sweeper.tracking._events import (
     TrialFinished,
     TrialStarted,
 )
-from sweeper.tracking._reconcile import WORKER_KEY
+from sweeper.tracking._reconcile import ATTEMPTS_KEY, WORKER_KEY
 from sweeper.tracking._tracker import Tracker
 from sweeper.trial._messages import TrialResult, picklable_error
 from sweeper.trial._remote import STORAGE_READS, STUDY_ATTRIBUTES, STUDY_WRITES, TRIAL_WRITES
@@ -72,8 +73,6 @@ _CALLS_GRACE = 30.0
 _INTERRUPTED = "interrupted: the sweep was stopped before this trial finished"
 _DURATIONS = 64
 """How many recent trial durations the rate at which slots free is estimated from."""
-ATTEMPTS_KEY = "sweeper:attempts"
-"""The system attribute listing a restarted trial's attempts: worker, start, why."""
 
 Callback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
 
@@ -170,6 +169,7 @@ class Orchestrator:
         self._deadlines: dict[int, float] = {}
         self._asked = 0
         self._any_values = False
+        self._constrained = False
         self._interrupts = 0
         self._hard_stop = False
         self._stop_reason: str | None = None
@@ -215,8 +215,10 @@ class Orchestrator:
                     return
                 self._opened = self._open_study()
                 study = self._opened.study
-                self._any_values = any(
-                    t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)
+                prior = study.get_trials(deepcopy=False)
+                self._any_values = any(t.state == TrialState.COMPLETE for t in prior)
+                self._constrained = _has_constraints(study.sampler) or any(
+                    t.constraints for t in prior
                 )
                 self._asker = Asker(
                     self._producers(study), self._backend.wake, limit=self._n_trials
@@ -677,6 +679,7 @@ class Orchestrator:
                 state, reason, values = "FAIL", problem, None
         interrupted = reason is not None and reason.startswith(_INTERRUPTED)
         self._tell(live, state, values, reason, trace, interrupted, worker=result.worker)
+        meets = state != "COMPLETE" or not self._constrained or self._feasible(live)
         finished = FinishedTrial(
             number=result.number,
             state=state,
@@ -689,6 +692,7 @@ class Orchestrator:
             cost=spend.usd,
             container_seconds=spend.seconds,
             attempts=max(1, len(attempts), attempts[-1]["attempt"] if attempts else 1),
+            feasible=meets,
         )
         self._stats.running = len(self._backend.running)
         new_best = self._stats.record(finished)
@@ -805,6 +809,11 @@ class Orchestrator:
             self._abort = _Abort(error)
             for number in self._backend.running:
                 self._backend.cancel(number, reason)
+
+    def _feasible(self, live: optuna.Trial) -> bool:
+        """Whether the trial just told meets the constraints its sampler stored for it."""
+        assert self._opened is not None
+        return feasible(self._opened.storage.get_trial(live._trial_id))
 
     def _tell(
         self,
@@ -934,3 +943,15 @@ def _failure_kind(reason: str | None, trace: str | None) -> str:
         kind = (reason or "").split(":", 1)[0]
         return f"{kind} at {frames[-1] if frames else ''}"
     return reason or ""
+
+
+def _has_constraints(sampler: Any, depth: int = 0) -> bool:
+    """Whether ``sampler`` (or a sampler it wraps) was given a ``constraints_func``, as
+    Optuna's TPE, NSGA-II/III, GP and BoTorch samplers take; then a trial may be infeasible."""
+    if getattr(sampler, "_constraints_func", None) is not None:
+        return True
+    if depth > 2:
+        return False
+    held = getattr(sampler, "__dict__", {}).values()
+    inner = [v for v in held if isinstance(v, optuna.samplers.BaseSampler)]
+    return any(_has_constraints(s, depth + 1) for s in inner)

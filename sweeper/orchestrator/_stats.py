@@ -11,6 +11,7 @@ from typing import Any
 from optuna.trial import FrozenTrial, TrialState
 
 from sweeper._cost import COST_KEY, CostMeter, Spend, study_cost
+from sweeper.study._best import feasible
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,9 @@ class FinishedTrial:
     """How long it held its worker (container), restarts included."""
     attempts: int = 1
     """How many times it was started (a restarted trial continues as the same trial)."""
+    feasible: bool = True
+    """False when the sampler's ``constraints_func`` found a constraint above 0: such a
+    trial never counts as the best (as in Optuna's ``study.best_trial``)."""
 
 
 @dataclass(frozen=True)
@@ -86,7 +90,8 @@ class SweepStats:
         for trial in trials:
             if trial.state.is_finished():
                 self.prior[trial.state.name] = self.prior.get(trial.state.name, 0) + 1
-            if trial.state == TrialState.COMPLETE and trial.values is not None:
+            complete = trial.state == TrialState.COMPLETE and trial.values is not None
+            if complete and feasible(trial):
                 self._consider(tuple(trial.values), trial.number)
         if self.meter is not None:
             found = study_cost(trial.system_attrs.get(COST_KEY) for trial in trials)
@@ -107,7 +112,7 @@ class SweepStats:
     def record(self, trial: FinishedTrial) -> bool:
         """Count ``trial``; return True if it is a new best (or joins the front)."""
         self.counts[trial.state] = self.counts.get(trial.state, 0) + 1
-        if trial.state == "COMPLETE" and trial.values is not None:
+        if trial.state == "COMPLETE" and trial.values is not None and trial.feasible:
             return self._consider(trial.values, trial.number)
         return False
 

@@ -22,6 +22,7 @@ from sweeper.orchestrator._orchestrator import Callback, OpenStudy, Orchestrator
 from sweeper.orchestrator._remembered import choose_study, remember, remembered_settings
 from sweeper.orchestrator._stats import SweepStats
 from sweeper.progress._base import BestTrial, Reporter, SweepInfo, SweepSummary
+from sweeper.study._best import best_of
 from sweeper.study._components import make_pruner, make_sampler
 from sweeper.study._recovery import Recovery, SweepRecord, recover, register, unregister
 from sweeper.study._storage import existing_directions, home, open_storage, remember_sweep
@@ -415,8 +416,7 @@ def _summary(
     best: list[BestTrial] = []
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     if complete:
-        chosen = [study.best_trial] if len(directions) == 1 else study.best_trials
-        best = [BestTrial(t.number, tuple(t.values), dict(t.params)) for t in chosen]
+        best = [BestTrial(t.number, tuple(t.values), dict(t.params)) for t in best_of(study)]
     return SweepSummary(
         study=study.study_name,
         storage=storage,

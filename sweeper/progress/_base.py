@@ -295,6 +295,10 @@ def summary_lines(summary: SweepSummary) -> list[str]:
             )
             width = max((len(k) for k in best.params), default=0)
             lines.extend(f"    {k.ljust(width)} = {_param(v)}" for k, v in best.params.items())
+        elif summary.totals.get("COMPLETE"):
+            lines.append(
+                "No completed trial meets the sampler's constraints, so there is no best value."
+            )
         else:
             lines.append("No trial has completed yet, so there is no best value.")
     elif summary.best:
@@ -306,6 +310,10 @@ def summary_lines(summary: SweepSummary) -> list[str]:
             )
         if len(summary.best) > 10:
             lines.append(f"    ... and {len(summary.best) - 10} more (python -m sweeper best)")
+    elif summary.totals.get("COMPLETE"):
+        lines.append(
+            "No completed trial meets the sampler's constraints, so there is no Pareto front."
+        )
     else:
         lines.append("No trial has completed yet, so there is no Pareto front.")
     total = sum(summary.totals.values())

@@ -140,6 +140,8 @@ class TrialSummary:
     completed: float | None
     """Unix time."""
     digest: str
+    feasible: bool = True
+    """False when it broke its sampler's constraints: it never counts as the best."""
 
 
 @dataclass(frozen=True, slots=True)

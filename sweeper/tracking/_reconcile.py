@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sweeper._cost import COST_KEY
 from sweeper.tracking._events import Reconcile, TrialRecord, TrialSummary
 
 if TYPE_CHECKING:  # the writer's process reads the files here and never imports Optuna
@@ -36,6 +37,8 @@ LEDGER_FILE = "sweeper-ledger.jsonl"
 """Which trial each run was last finished from, and its digest."""
 WORKER_KEY = "sweeper:worker"
 """The trial system attribute with the worker it ran on (host, pid, GPU)."""
+ATTEMPTS_KEY = "sweeper:attempts"
+"""The system attribute listing a restarted trial's attempts: worker, start, why."""
 _TRACEBACK = "\n\nTraceback (most recent call last)"
 
 
@@ -126,6 +129,8 @@ def record_of(study: str, trial: FrozenTrial) -> TrialRecord:
     started = trial.datetime_start.timestamp() if trial.datetime_start else None
     completed = _completed(trial)
     worker = trial.system_attrs.get(WORKER_KEY)
+    cost = trial.system_attrs.get(COST_KEY)
+    attempts = trial.system_attrs.get(ATTEMPTS_KEY) or []
     return TrialRecord(
         study=study,
         root=root_of(trial),
@@ -138,10 +143,16 @@ def record_of(study: str, trial: FrozenTrial) -> TrialRecord:
         duration=completed - started if completed is not None and started is not None else None,
         reason=reason,
         worker=dict(worker) if isinstance(worker, dict) else {},
+        cost=dict(cost) if isinstance(cost, dict) else None,
+        attempts=tuple(dict(a) for a in attempts if isinstance(a, dict))
+        if len(attempts) > 1
+        else (),
     )
 
 
 def summary_of(record: TrialRecord, trial: FrozenTrial) -> TrialSummary:
+    from sweeper.study._best import feasible
+
     return TrialSummary(
         root=record.root,
         number=record.number,
@@ -149,6 +160,7 @@ def summary_of(record: TrialRecord, trial: FrozenTrial) -> TrialSummary:
         values=record.values,
         completed=_completed(trial),
         digest=record.digest,
+        feasible=feasible(trial),
     )
 
 

@@ -861,7 +861,12 @@ def _write_progress(store: Any, finished: list[TrialSummary], directions: list[s
     for step, summary in enumerate(finished, start=1):
         counts[summary.state] = counts.get(summary.state, 0) + 1
         values = summary.values
-        if summary.state == "COMPLETE" and values is not None and len(values) == len(signs):
+        if (
+            summary.state == "COMPLETE"
+            and summary.feasible
+            and values is not None
+            and len(values) == len(signs)
+        ):
             if len(signs) == 1:
                 if best is None or signs[0] * values[0] < signs[0] * best[0]:
                     best = (values[0], summary.number)
