@@ -26,7 +26,7 @@ SAMPLERS = ("auto", "tpe", "gp", "random")
 
 def _cells(quick: bool) -> list[tuple[int, float]]:
     if quick:
-        return [(4, 1.0), (64, 1.0)]
+        return [(64, 1.0)]
     return [(p, t) for p in (4, 16, 64, 256) for t in (0.1, 1.0, 10.0, 60.0)]
 
 
@@ -34,7 +34,7 @@ def capacity(plan: Any, record: Any) -> Metric:
     quick = plan.quick
     samplers = ("auto", "tpe") if quick else SAMPLERS
     seeds = plan.pick(1, 3)
-    real_cap = plan.pick(20.0, 45.0)
+    real_cap = plan.pick(6.0, 45.0)
     details: dict[str, Any] = {
         "target": TARGET,
         "seeds": seeds,

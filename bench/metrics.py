@@ -37,7 +37,7 @@ def _ms(seconds: float, trials: int) -> float:
 
 
 def overhead(plan: Plan, record: Record) -> Metric:
-    repeats = plan.pick(2, 5)
+    repeats = plan.pick(1, 5)
     details: dict[str, Any] = {"repeats": repeats, "parallel": 2}
     worst = 0.0
     for sampler in ("auto", "tpe", "random"):
@@ -127,7 +127,7 @@ def ray(plan: Plan, record: Record) -> Metric:
 
 def parallel(plan: Plan, record: Record) -> Metric:
     cases = plan.pick(
-        [(0.1, 2, 20), (0.1, 4, 20), (0.1, 8, 20), (1.0, 2, 5)],
+        [(0.1, 2, 10), (0.1, 8, 10), (1.0, 2, 3)],
         [(s, p, 20) for s in (0.1, 1.0) for p in (2, 4, 8)],
     )
     repeats = plan.pick(1, 5)
@@ -179,8 +179,8 @@ def trials_to_reach(curve: list[float], target: float, limit: int) -> int:
 
 def sample_efficiency(plan: Plan, record: Record) -> Metric:
     functions = plan.pick(["branin"], list(FUNCTIONS))
-    seeds = plan.pick(3, 15)
-    n = plan.pick(80, 200)
+    seeds = plan.pick(2, 15)
+    n = plan.pick(60, 200)
     details: dict[str, Any] = {"n_trials": n, "seeds": seeds, "parallel": 8, "functions": {}}
     passed = True
     for function in functions:
@@ -298,10 +298,10 @@ def growth(plan: Plan, record: Record) -> Metric:
 
 
 def tracking(plan: Plan, record: Record) -> Metric:
-    repeats = plan.pick(2, 5)
+    repeats = plan.pick(1, 5)
     details: dict[str, Any] = {"repeats": repeats, "rates": {}}
     passed = True
-    for rate in (10, 50):
+    for rate in plan.pick((50,), (10, 50)):
         samples = interleave(
             {
                 "off": ("tracking", {"rate": rate, "track": False}),
@@ -339,8 +339,8 @@ def tracking(plan: Plan, record: Record) -> Metric:
 
 
 def pruning(plan: Plan, record: Record) -> Metric:
-    seeds = plan.pick(2, 8)
-    n, target = plan.pick(20, 40), 0.965
+    seeds = plan.pick(1, 8)
+    n, target = plan.pick(12, 40), 0.965
     runs: dict[str, list[dict[str, Any]]] = {"median": [], "none": []}
     for seed in range(seeds):
         for pruner in runs:

@@ -23,7 +23,7 @@ def modal_path(plan: Any, record: Any) -> Metric:
     sizes = plan.pick([16], [16, 64])
     details: dict[str, Any] = {"repeats": repeats, "seconds": 1.0, "sizes": {}}
     for parallel in sizes:
-        n = 5 * parallel
+        n = plan.pick(2, 5) * parallel
         pairs = {
             sampler: (
                 "modal_path",
@@ -49,7 +49,7 @@ def modal_path(plan: Any, record: Any) -> Metric:
     largest = max(details["sizes"])
     top = details["sizes"][largest]
     measured = (
-        f"{5 * largest} one-second trials at {largest} in flight: every default "
+        f"{top['n_trials']} one-second trials at {largest} in flight: every default "
         f"{top['auto']['wall_s']:.1f} s vs --sampler tpe {top['tpe']['wall_s']:.1f} s "
         f"(x{top['default_vs_tpe']:.2f}); per trial the container's gap "
         f"{top['auto']['gap_median_ms']:.0f} ms (median), the orchestrator's CPU "

@@ -179,7 +179,7 @@ def tracking_writer(plan: Any, record: Any) -> Metric:
     n = plan.pick(300, 1000)
     samples = interleave(
         {
-            "aim": ("tracking_writer_variant", {"mode": "aim", "n_trials": plan.pick(60, 200)}),
+            "aim": ("tracking_writer_variant", {"mode": "aim", "n_trials": plan.pick(30, 200)}),
             "sweeper": ("tracking_writer_variant", {"mode": "sweeper", "n_trials": n}),
         },
         repeats,
