@@ -1,4 +1,4 @@
-"""``python -m bench [--quick] [--only NAME,...]``: run the benchmarks, write the results
+"""``python -m bench [--quick | --smoke] [--only NAME,...]``: run the benchmarks, write the results
 (JSON lines) and the report."""
 
 from __future__ import annotations
@@ -22,6 +22,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="fewer repeats and trials: a few minutes instead of most of an hour",
     )
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="every metric at its smallest, about a minute: that it runs, not what it measures "
+        "(what the test suite runs)",
+    )
     parser.add_argument("--only", help=f"comma-separated metrics, from: {', '.join(METRICS)}")
     parser.add_argument(
         "--results", type=Path, help="JSON lines file (default: bench/results/<full|quick>.jsonl)"
@@ -44,16 +50,19 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [name for name in chosen if name not in METRICS]
     if unknown:
         parser.error(f"unknown metric {', '.join(unknown)}; choose from {', '.join(METRICS)}")
-    plan = Plan(quick=args.quick)
+    args.quick = args.quick or args.smoke
+    plan = Plan(quick=args.quick, smoke=args.smoke)
     results = (
-        args.results or ROOT / "bench" / "results" / f"{'quick' if args.quick else 'full'}.jsonl"
+        args.results
+        or ROOT / "bench" / "results" / f"{_mode(args.quick, args.smoke) or 'full'}.jsonl"
     )
     results.parent.mkdir(parents=True, exist_ok=True)
     env = environment()
     metrics: list[Metric] = []
     started = time.monotonic()
     with results.open("w") as out:
-        out.write(json.dumps({"environment": env, "quick": args.quick}) + "\n")
+        header = {"environment": env, "quick": args.quick, "smoke": args.smoke}
+        out.write(json.dumps(header) + "\n")
         for name in chosen:
             sys.stderr.write(f"[{time.monotonic() - started:6.0f}s] {name} ...\n")
             try:
@@ -69,12 +78,18 @@ def main(argv: list[str] | None = None) -> int:
     with results.open("a") as out:
         out.write(json.dumps({"seconds": env["seconds"]}) + "\n")
     report = args.report if args.report else (None if args.quick else ROOT / "BENCHMARKS.md")
-    text = write_report(metrics, env, quick=args.quick, path=report, results=results)
+    text = write_report(
+        metrics, env, mode=_mode(args.quick, args.smoke), path=report, results=results
+    )
     if report is None:
         sys.stdout.write(text)
     else:
         sys.stderr.write(f"wrote {report} and {results}\n")
     return 0
+
+
+def _mode(quick: bool, smoke: bool) -> str:
+    return "smoke" if smoke else "quick" if quick else ""
 
 
 def rebuild_report(results: Path, report: Path | None) -> int:
@@ -95,7 +110,8 @@ def rebuild_report(results: Path, report: Path | None) -> int:
     env = {**header["environment"], "seconds": end or header["environment"].get("seconds")}
     quick = bool(header.get("quick"))
     path = report or (None if quick else ROOT / "BENCHMARKS.md")
-    text = write_report(metrics, env, quick=quick, path=path, results=results.resolve())
+    mode = _mode(quick, bool(header.get("smoke")))
+    text = write_report(metrics, env, mode=mode, path=path, results=results.resolve())
     if path is None:
         sys.stdout.write(text)
     else:

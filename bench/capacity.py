@@ -34,7 +34,7 @@ def capacity(plan: Any, record: Any) -> Metric:
     quick = plan.quick
     samplers = ("auto", "tpe") if quick else SAMPLERS
     seeds = plan.pick(1, 3)
-    real_cap = plan.pick(6.0, 45.0)
+    real_cap = plan.pick(6.0, 45.0, 2.0)
     details: dict[str, Any] = {
         "target": TARGET,
         "seeds": seeds,

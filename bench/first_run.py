@@ -41,16 +41,21 @@ CASES = {
 }
 
 
+def _shorter(case: dict[str, Any], title: str, n: str) -> dict[str, Any]:
+    args = list(case["args"])
+    args[args.index("-n") + 1] = n
+    return {**case, "title": title, "args": args}
+
+
 def first_run(plan: Any, record: Any) -> Metric:
     repeats = plan.pick(1, 3)
     details: dict[str, Any] = {"repeats": repeats, "cases": {}}
     passed = True
     for key, case in CASES.items():
         if plan.quick and "quick" in case:  # half the trials: a smoke run, not the figure
-            short = case["quick"]
-            args = list(case["args"])
-            args[args.index("-n") + 1] = short["n"]
-            case = {**case, "title": short["title"], "args": args}
+            case = _shorter(case, **case["quick"])
+        if plan.smoke:
+            case = _shorter(case, case["title"] + " (smoke: 16 trials)", "16")
         pairs = {
             mode: (
                 "cli_sweep",

@@ -15,15 +15,21 @@ from bench.functions import FUNCTIONS
 from bench.modal_path import modal_path
 from bench.tracking_writer import tracking_writer as tracking_writer_metric
 
+_SAME = object()
+
 
 @dataclass(frozen=True)
 class Plan:
-    """How much to run: the full benchmark, or the quick one (minutes, fewer repeats)."""
+    """How much to run: the full benchmark, the quick one (minutes, fewer repeats), or the
+    smoke run the test suite makes (every metric at its smallest: it runs, it measures little)."""
 
     quick: bool
+    smoke: bool = False
 
-    def pick(self, quick: Any, full: Any) -> Any:
-        return quick if self.quick else full
+    def pick(self, quick: Any, full: Any, smoke: Any = _SAME) -> Any:
+        if self.smoke and smoke is not _SAME:
+            return smoke
+        return quick if self.quick or self.smoke else full
 
 
 Record = Callable[[dict[str, Any]], None]
@@ -43,7 +49,7 @@ def overhead(plan: Plan, record: Record) -> Metric:
     for sampler in ("auto", "tpe", "random"):
         # auto is the default: GP, whose suggestions take tens of milliseconds in plain
         # Optuna's loop, so fewer trials.
-        n = plan.pick(60, 150) if sampler == "auto" else plan.pick(200, 500)
+        n = plan.pick(60, 150, 20) if sampler == "auto" else plan.pick(200, 500, 50)
         samples = interleave(
             {
                 "plain": ("plain_optuna", {"sampler": sampler, "n_trials": n}),
@@ -129,6 +135,7 @@ def parallel(plan: Plan, record: Record) -> Metric:
     cases = plan.pick(
         [(0.1, 2, 10), (0.1, 8, 10), (1.0, 2, 3)],
         [(s, p, 20) for s in (0.1, 1.0) for p in (2, 4, 8)],
+        [(0.1, 2, 5), (1.0, 2, 1)],
     )
     repeats = plan.pick(1, 5)
     details: dict[str, Any] = {"repeats": repeats, "cases": []}
@@ -179,8 +186,8 @@ def trials_to_reach(curve: list[float], target: float, limit: int) -> int:
 
 def sample_efficiency(plan: Plan, record: Record) -> Metric:
     functions = plan.pick(["branin"], list(FUNCTIONS))
-    seeds = plan.pick(2, 15)
-    n = plan.pick(60, 200)
+    seeds = plan.pick(2, 15, 1)
+    n = plan.pick(60, 200, 20)
     details: dict[str, Any] = {"n_trials": n, "seeds": seeds, "parallel": 8, "functions": {}}
     passed = True
     for function in functions:
@@ -238,7 +245,7 @@ def _median_curve(curves: list[list[float]]) -> list[float]:
 
 
 def growth(plan: Plan, record: Record) -> Metric:
-    n = plan.pick(2000, 10000)
+    n = plan.pick(2000, 10000, 1100)
     early, late = [900, 999], [n - 100, n - 1]
     repeats = plan.pick(1, 5)
     samples = interleave(
@@ -301,11 +308,12 @@ def tracking(plan: Plan, record: Record) -> Metric:
     repeats = plan.pick(1, 5)
     details: dict[str, Any] = {"repeats": repeats, "rates": {}}
     passed = True
+    trials = plan.pick(8, 8, 2)
     for rate in plan.pick((50,), (10, 50)):
         samples = interleave(
             {
-                "off": ("tracking", {"rate": rate, "track": False}),
-                "on": ("tracking", {"rate": rate, "track": True}),
+                "off": ("tracking", {"rate": rate, "track": False, "n_trials": trials}),
+                "on": ("tracking", {"rate": rate, "track": True, "n_trials": trials}),
             },
             repeats,
         )
@@ -340,7 +348,7 @@ def tracking(plan: Plan, record: Record) -> Metric:
 
 def pruning(plan: Plan, record: Record) -> Metric:
     seeds = plan.pick(1, 8)
-    n, target = plan.pick(12, 40), 0.965
+    n, target = plan.pick(12, 40, 4), 0.965
     runs: dict[str, list[dict[str, Any]]] = {"median": [], "none": []}
     for seed in range(seeds):
         for pruner in runs:

@@ -20,7 +20,7 @@ from bench._harness import Metric, interleave, median
 
 def modal_path(plan: Any, record: Any) -> Metric:
     repeats = plan.pick(1, 2)
-    sizes = plan.pick([16], [16, 64])
+    sizes = plan.pick([16], [16, 64], [8])
     details: dict[str, Any] = {"repeats": repeats, "seconds": 1.0, "sizes": {}}
     for parallel in sizes:
         n = plan.pick(2, 5) * parallel

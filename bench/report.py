@@ -13,13 +13,14 @@ DISCUSSION = ROOT / "bench" / "discussion.md"
 
 
 def write_report(
-    metrics: list[Metric], env: dict[str, Any], *, quick: bool, path: Path | None, results: Path
+    metrics: list[Metric], env: dict[str, Any], *, mode: str, path: Path | None, results: Path
 ) -> str:
+    """The report; ``mode`` is "" for the full run, "quick" or "smoke"."""
     figures = _figures(metrics, figures_for(path)) if path is not None else {}
     lines = [
         "# Benchmarks",
         "",
-        f"Measured on {env['date']} by `python -m bench{' --quick' if quick else ''}` "
+        f"Measured on {env['date']} by `python -m bench{' --' + mode if mode else ''}` "
         f"({env.get('seconds', '?')} s), on {env['cpus']} CPU cores "
         f"(load average at the start {_load(env)}), Python {env['python']}, {env['platform']}.",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v) + ".",
@@ -41,7 +42,7 @@ def write_report(
     for name, figure in figures.items():
         shown = figure.relative_to(path.parent) if path is not None else figure
         lines += [f"![{name}]({shown})", ""]
-    if DISCUSSION.exists() and not quick:
+    if DISCUSSION.exists() and not mode:
         lines += [DISCUSSION.read_text().strip(), ""]
     lines += ["## Details", ""]
     for metric in metrics:
@@ -66,6 +67,7 @@ def write_report(
         "pip install -e '.[bench]'      # adds Ray Tune, for metric 2 (skipped without it)",
         "python -m bench                # the full run: this file, ~45 minutes on 2 cores",
         "python -m bench --quick        # a few minutes; prints the table",
+        "python -m bench --smoke        # about a minute: every metric runs (the test suite's)",
         "python -m bench --only overhead,parallel",
         "python -m bench --report-from bench/results/full.jsonl   # rebuild this file only",
         "```",

@@ -176,16 +176,19 @@ def tracking_writer(plan: Any, record: Any) -> Metric:
     """Trial-finished events a second the writer takes, against Aim's SDK (a run per trial,
     what sweeper did before), and the tail of a 300-trial sweep of a fast objective."""
     repeats = plan.pick(1, 3)
-    n = plan.pick(300, 1000)
+    n = plan.pick(300, 1000, 100)
+    tail_n = plan.pick(300, 300, 100)
+    aim_n = plan.pick(30, 200, 10)
     samples = interleave(
         {
-            "aim": ("tracking_writer_variant", {"mode": "aim", "n_trials": plan.pick(30, 200)}),
+            "aim": ("tracking_writer_variant", {"mode": "aim", "n_trials": aim_n}),
             "sweeper": ("tracking_writer_variant", {"mode": "sweeper", "n_trials": n}),
         },
         repeats,
     )
     tails = [
-        run_variant("tracking_writer_variant", mode="tail", n_trials=300) for _ in range(repeats)
+        run_variant("tracking_writer_variant", mode="tail", n_trials=tail_n)
+        for _ in range(repeats)
     ]
     record({"metric": "tracking_writer", "samples": samples, "tails": tails})
     ours = [s["rate"] for s in samples["sweeper"]]
@@ -208,7 +211,7 @@ def tracking_writer(plan: Any, record: Any) -> Metric:
     }
     measured = (
         f"{details['sweeper_rate']:.0f} trials/s (Aim's SDK, a run per trial: "
-        f"{details['aim_sdk_rate']:.0f}/s); a 300-trial sweep returns "
+        f"{details['aim_sdk_rate']:.0f}/s); a {tail_n}-trial sweep returns "
         f"{details['tail_s']:.2f} s after its last trial"
         + ("" if complete else "; SOME TRIALS MISSING FROM AIM")
     )
