@@ -43,7 +43,7 @@ def _ms(seconds: float, trials: int) -> float:
 
 
 def overhead(plan: Plan, record: Record) -> Metric:
-    repeats = plan.pick(1, 5)
+    repeats = plan.pick(1, 3)
     details: dict[str, Any] = {"repeats": repeats, "parallel": 2}
     worst = 0.0
     for sampler in ("auto", "tpe", "random"):
@@ -98,8 +98,8 @@ def ray(plan: Plan, record: Record) -> Metric:
         return Metric(
             "ray", title, target, "skipped: ray is not installed (pip install -e '.[bench]')", None
         )
-    n = plan.pick(20, 200)
-    repeats = plan.pick(1, 5)
+    n = plan.pick(20, 100)
+    repeats = plan.pick(1, 3)
     samples = interleave(
         {
             "sweeper": ("sweeper_trivial", {"n_trials": n}),
@@ -137,7 +137,7 @@ def parallel(plan: Plan, record: Record) -> Metric:
         [(s, p, 20) for s in (0.1, 1.0) for p in (2, 4, 8)],
         [(0.1, 2, 5), (1.0, 2, 1)],
     )
-    repeats = plan.pick(1, 5)
+    repeats = plan.pick(1, 3)
     details: dict[str, Any] = {"repeats": repeats, "cases": []}
     passed = True
     for seconds, parallel_, rounds in cases:
@@ -186,7 +186,7 @@ def trials_to_reach(curve: list[float], target: float, limit: int) -> int:
 
 def sample_efficiency(plan: Plan, record: Record) -> Metric:
     functions = plan.pick(["branin"], list(FUNCTIONS))
-    seeds = plan.pick(2, 15, 1)
+    seeds = plan.pick(2, 6, 1)
     n = plan.pick(60, 200, 20)
     details: dict[str, Any] = {"n_trials": n, "seeds": seeds, "parallel": 8, "functions": {}}
     passed = True
@@ -247,7 +247,7 @@ def _median_curve(curves: list[list[float]]) -> list[float]:
 def growth(plan: Plan, record: Record) -> Metric:
     n = plan.pick(2000, 10000, 1100)
     early, late = [900, 999], [n - 100, n - 1]
-    repeats = plan.pick(1, 5)
+    repeats = plan.pick(1, 3)
     samples = interleave(
         {
             "plain": ("plain_windows", {"n_trials": n, "windows": [early, late]}),
@@ -305,7 +305,7 @@ def growth(plan: Plan, record: Record) -> Metric:
 
 
 def tracking(plan: Plan, record: Record) -> Metric:
-    repeats = plan.pick(1, 5)
+    repeats = plan.pick(1, 3)
     details: dict[str, Any] = {"repeats": repeats, "rates": {}}
     passed = True
     trials = plan.pick(8, 8, 2)
@@ -347,7 +347,7 @@ def tracking(plan: Plan, record: Record) -> Metric:
 
 
 def pruning(plan: Plan, record: Record) -> Metric:
-    seeds = plan.pick(1, 8)
+    seeds = plan.pick(1, 5)
     n, target = plan.pick(12, 40, 4), 0.965
     runs: dict[str, list[dict[str, Any]]] = {"median": [], "none": []}
     for seed in range(seeds):

@@ -65,7 +65,7 @@ def write_report(
         "",
         "```",
         "pip install -e '.[bench]'      # adds Ray Tune, for metric 2 (skipped without it)",
-        "python -m bench                # the full run: this file, ~45 minutes on 2 cores",
+        "python -m bench                # the full run: this file, about an hour on 2 cores",
         "python -m bench --quick        # a few minutes; prints the table",
         "python -m bench --smoke        # about a minute: every metric runs (the test suite's)",
         "python -m bench --only overhead,parallel",
