@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -14,7 +16,7 @@ from optuna.trial import FrozenTrial, TrialState
 from sweeper._config import env_settings, normalize_keys
 from sweeper._cost import study_cost_line
 from sweeper._errors import StorageError
-from sweeper.cli._main import EXIT_FAILED, EXIT_OK, dump_json
+from sweeper.cli._exit import EXIT_FAILED, EXIT_OK
 from sweeper.objective._file import read_objective_file
 from sweeper.progress._base import format_params, format_values
 from sweeper.study._best import best_of
@@ -306,3 +308,7 @@ def _ago(moment: datetime.datetime) -> str:
     if seconds < 7200:
         return f"{seconds / 60:.0f} min ago"
     return f"at {moment:%Y-%m-%d %H:%M}"
+
+
+def dump_json(value: Any) -> str:
+    return json.dumps(value, indent=2, default=str)
