@@ -25,8 +25,8 @@ from sweeper._words import Reworded, api_words
 from sweeper.objective._capture import FileStudy
 from sweeper.objective._file import read_objective_file
 from sweeper.objective._ref import ObjectiveRef, study_name_for
+from sweeper.orchestrator._report import Reporter, SweepSummary
 from sweeper.orchestrator._sweep import SweepResult, sweep
-from sweeper.progress._base import Reporter, SweepSummary
 from sweeper.study._storage import home
 
 Objective = Callable[[Any], Any]

@@ -13,11 +13,11 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from sweeper._config import OPTION_NAMES
-from sweeper.progress._base import Reporter
+from sweeper.orchestrator._report import Reporter
 
 if TYPE_CHECKING:
+    from sweeper.orchestrator._report import SweepInfo, SweepSummary
     from sweeper.orchestrator._stats import FinishedTrial, Snapshot
-    from sweeper.progress._base import SweepInfo, SweepSummary
 
 _SPECIAL_FLAGS = {"directions": "--direction", "secrets": "--secret", "track": "--no-track"}
 _KEYWORDS: dict[str, str] = {

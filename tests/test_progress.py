@@ -6,9 +6,8 @@ import io
 
 from rich.console import Console
 
-from sweeper.orchestrator import FinishedTrial, Snapshot
+from sweeper.orchestrator import BestTrial, FinishedTrial, Snapshot
 from sweeper.progress import PlainReporter, SweepSummary, summary_lines
-from sweeper.progress._base import BestTrial
 from sweeper.progress._terminal import render
 
 SNAPSHOT = Snapshot(

@@ -785,7 +785,7 @@ def dry_run_lines(objective: ObjectiveRef, config: Any, notes: tuple[str, ...] =
         parse_gpu,
         rate_for,
     )
-    from sweeper.progress._base import format_duration
+    from sweeper._format import format_duration
 
     parallel = config.parallel or _default_parallel(config)
     head = [

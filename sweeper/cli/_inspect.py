@@ -16,9 +16,9 @@ from optuna.trial import FrozenTrial, TrialState
 from sweeper._config import env_settings, normalize_keys
 from sweeper._cost import study_cost_line
 from sweeper._errors import StorageError
+from sweeper._format import format_params, format_values
 from sweeper.cli._exit import EXIT_FAILED, EXIT_OK
 from sweeper.objective._file import read_objective_file
-from sweeper.progress._base import format_params, format_values
 from sweeper.study._best import best_of
 from sweeper.study._recovery import FAIL_REASON_KEY, LOG_KEY, sweeps
 from sweeper.study._storage import (

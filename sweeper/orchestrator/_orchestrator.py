@@ -35,9 +35,9 @@ from sweeper.orchestrator._asker import (
     SamplingFailed,
     ThreadProducer,
 )
+from sweeper.orchestrator._report import Reporter
 from sweeper.orchestrator._spec import SpecPlan
 from sweeper.orchestrator._stats import FinishedTrial, SweepStats
-from sweeper.progress._base import Reporter
 from sweeper.study._best import feasible
 from sweeper.study._recovery import FAIL_REASON_KEY, INTERRUPTED_KEY, LOG_KEY
 from sweeper.tracking._events import (

@@ -20,8 +20,8 @@ from sweeper.backends._base import Backend
 from sweeper.objective._ref import ObjectiveRef
 from sweeper.orchestrator._orchestrator import Callback, OpenStudy, Orchestrator
 from sweeper.orchestrator._remembered import choose_study, remember, remembered_settings
+from sweeper.orchestrator._report import BestTrial, Reporter, SweepInfo, SweepSummary
 from sweeper.orchestrator._stats import SweepStats
-from sweeper.progress._base import BestTrial, Reporter, SweepInfo, SweepSummary
 from sweeper.study._best import best_of
 from sweeper.study._components import make_pruner, make_sampler
 from sweeper.study._recovery import Recovery, SweepRecord, recover, register, unregister

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from sweeper.progress._base import Reporter, SweepInfo, SweepSummary, status_line, summary_lines
+from sweeper.orchestrator._report import Reporter, SweepInfo, SweepSummary
+from sweeper.progress._base import status_line, summary_lines
 from sweeper.progress._plain import PlainReporter, SummaryReporter
 
 __all__ = [

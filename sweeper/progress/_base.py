@@ -1,95 +1,24 @@
-"""What a sweep tells the person watching it, and the shared text of it."""
+"""The shared text of what a sweep tells the person watching it: status lines, trial
+output, the summary."""
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sweeper._cost import Spend, format_usd
+from sweeper._format import (
+    format_duration,
+    format_param,
+    format_params,
+    format_value,
+    format_values,
+)
 
 if TYPE_CHECKING:
+    from sweeper.orchestrator._report import SweepInfo, SweepSummary
     from sweeper.orchestrator._stats import FinishedTrial, Snapshot
-
-
-@dataclass(frozen=True)
-class SweepInfo:
-    """Shown once when the sweep starts."""
-
-    objective: str
-    study: str
-    storage: str
-    backend: str
-    parallel: int
-    directions: tuple[str, ...]
-    sampler: str
-    pruner: str
-    n_trials: int | None
-    timeout: float | None
-    log_dir: str
-    resumed_trials: int = 0
-
-
-@dataclass(frozen=True)
-class BestTrial:
-    number: int
-    values: tuple[float, ...]
-    params: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class SweepSummary:
-    """Shown when the sweep ends."""
-
-    study: str
-    storage: str
-    directions: tuple[str, ...]
-    elapsed: float
-    counts: dict[str, int]
-    totals: dict[str, int]
-    best: list[BestTrial] = field(default_factory=list)
-    stop_reason: str | None = None
-    log_dir: str | None = None
-    aim_repo: str | None = None
-    returned: int = 0
-    """Trials asked ahead that never started, back in the study's queue (WAITING)."""
-    spend: Spend | None = None
-    """What the sweep's trials cost, when they cost anything (not on local workers)."""
-
-
-class Reporter:
-    """Receives what happens in a sweep and shows it. The base class shows nothing.
-
-    Called from the orchestrator's thread only. ``update`` is called often (many times a
-    second); implementations throttle their own redrawing.
-    """
-
-    def begin(self, info: SweepInfo) -> None:
-        """The sweep starts."""
-
-    def note(self, text: str, level: str = "info") -> None:
-        """A message for the user: ``info``, ``warning`` or ``debug``."""
-
-    def trial_output(self, number: int, text: str) -> None:
-        """What trial ``number`` printed (its stdout and stderr, ``print`` and ``logging``),
-        in pieces as it comes; the trial's log file keeps all of it."""
-
-    def trial_finished(self, trial: FinishedTrial, snapshot: Snapshot, new_best: bool) -> None:
-        """A trial was told to the study."""
-
-    def trial_failed(self, trial: FinishedTrial, first_of_kind: bool) -> None:
-        """A trial failed; ``first_of_kind`` is False when an earlier one failed the same way."""
-
-    def update(self, snapshot: Snapshot) -> None:
-        """The sweep's state, for live displays."""
-
-    def end(self, summary: SweepSummary) -> None:
-        """The sweep is over; show the summary."""
-
-    def close(self) -> None:
-        """Release the display; called on every exit path, after ``end`` if it was called."""
 
 
 OUTPUT_RATE = 20.0
@@ -159,37 +88,6 @@ def budget_text(info: SweepInfo) -> str:
     if info.timeout:
         budget.append(f"timeout {format_duration(info.timeout)}")
     return ", ".join(budget) if budget else "until interrupted (Ctrl-C)"
-
-
-def format_value(value: float) -> str:
-    """A float in at most about 7 significant digits, still recognisable as a float."""
-    if math.isinf(value) or math.isnan(value) or value == 0:
-        return str(float(value))
-    magnitude = abs(value)
-    text = f"{value:.6g}" if 1e-3 <= magnitude < 1e6 else f"{value:.4e}"
-    return text if any(c in text for c in ".e") else text + ".0"
-
-
-def format_values(values: tuple[float, ...]) -> str:
-    return ", ".join(format_value(v) for v in values)
-
-
-def format_params(params: dict[str, Any], limit: int = 6) -> str:
-    items = [f"{k}={_param(v)}" for k, v in params.items()]
-    if len(items) > limit:
-        items = [*items[:limit], f"... (+{len(items) - limit})"]
-    return " ".join(items)
-
-
-def format_duration(seconds: float) -> str:
-    seconds = max(0.0, seconds)
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, secs = divmod(round(seconds), 60)
-    if minutes < 60:
-        return f"{minutes}m{secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m{secs:02d}s"
 
 
 def status_line(s: Snapshot) -> str:
@@ -294,7 +192,9 @@ def summary_lines(summary: SweepSummary) -> list[str]:
                 f"from trial {best.number}:"
             )
             width = max((len(k) for k in best.params), default=0)
-            lines.extend(f"    {k.ljust(width)} = {_param(v)}" for k, v in best.params.items())
+            lines.extend(
+                f"    {k.ljust(width)} = {format_param(v)}" for k, v in best.params.items()
+            )
         elif summary.totals.get("COMPLETE"):
             lines.append(
                 "No completed trial meets the sampler's constraints, so there is no best value."
@@ -325,7 +225,3 @@ def summary_lines(summary: SweepSummary) -> list[str]:
     if summary.aim_repo:
         lines.append(f"Tracked in Aim ({summary.aim_repo}); see it with: python -m sweeper ui")
     return lines
-
-
-def _param(value: Any) -> str:
-    return format_value(value) if isinstance(value, float) else repr(value)

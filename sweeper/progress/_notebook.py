@@ -12,18 +12,9 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from sweeper.progress._base import (
-    Reporter,
-    SweepInfo,
-    SweepSummary,
-    TrialOutput,
-    best_text,
-    cost_text,
-    format_duration,
-    format_params,
-    status_line,
-    summary_lines,
-)
+from sweeper._format import format_duration, format_params
+from sweeper.orchestrator._report import Reporter, SweepInfo, SweepSummary
+from sweeper.progress._base import TrialOutput, best_text, cost_text, status_line, summary_lines
 from sweeper.progress._traceback import user_traceback
 
 if TYPE_CHECKING:

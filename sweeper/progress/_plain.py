@@ -6,15 +6,11 @@ import sys
 import time
 from typing import TYPE_CHECKING, TextIO
 
+from sweeper._format import format_duration, format_params, format_values
+from sweeper.orchestrator._report import Reporter, SweepInfo, SweepSummary
 from sweeper.progress._base import (
-    Reporter,
-    SweepInfo,
-    SweepSummary,
     TrialOutput,
     budget_text,
-    format_duration,
-    format_params,
-    format_values,
     short_status,
     status_line,
     summary_lines,

@@ -11,17 +11,13 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from sweeper._format import format_duration, format_params, format_values
+from sweeper.orchestrator._report import Reporter, SweepInfo, SweepSummary
 from sweeper.progress._base import (
-    Reporter,
-    SweepInfo,
-    SweepSummary,
     TrialOutput,
     best_text,
     budget_text,
     cost_text,
-    format_duration,
-    format_params,
-    format_values,
     summary_lines,
     trial_cost_text,
 )
