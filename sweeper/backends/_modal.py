@@ -60,6 +60,8 @@ RETRY_DELAY_SECONDS = 1.0
 """How long a failed trial waits before it is handed to Modal again (``--retries``)."""
 CANCEL_SECONDS = 30.0
 """How long cancelling a trial's call may take before its slot is given up on."""
+MODAL_DEFAULT_PARALLEL = 4
+"""Trials at once on Modal when ``--parallel`` is not given."""
 GPU_PLAN_LIMITS = (("Starter", 10), ("Team", 50))
 """GPUs at once per Modal plan (Enterprise: by arrangement), as the pricing page says."""
 RESTARTED_BY_MODAL = (
@@ -956,8 +958,6 @@ def _image_lines(plan: Any) -> list[str]:
 
 def _default_parallel(config: Any) -> int:
     if config.backend == "modal":
-        from sweeper.orchestrator._sweep import MODAL_DEFAULT_PARALLEL
-
         return MODAL_DEFAULT_PARALLEL
     from sweeper.backends._local import default_parallel
 

@@ -32,7 +32,6 @@ from sweeper.tracking._tracker import HubTracker, StudySource, Tracker
 logger = get_logger(__name__)
 
 _STATE_ORDER = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
-MODAL_DEFAULT_PARALLEL = 4
 
 
 @dataclass
@@ -357,7 +356,7 @@ def _make_backend(
         if keep_warm and objective.pickled is not None:  # a file is imported afresh
             return warm_backend(objective, parallel, log_dir=log_dir), parallel
         return LocalBackend(objective, parallel, log_dir=log_dir), parallel
-    from sweeper.backends._modal import make_modal_backend
+    from sweeper.backends._modal import MODAL_DEFAULT_PARALLEL, make_modal_backend
 
     parallel = config.parallel or MODAL_DEFAULT_PARALLEL
     return make_modal_backend(objective, config, parallel), parallel
