@@ -35,8 +35,8 @@ from typing import Any
 import cloudpickle
 import modal.exception
 
-from sweeper.backends._modal import ModalSession, ModalTransport
 from sweeper.backends._modal_app import ModalDeployment
+from sweeper.backends._modal_session import ModalSession, ModalTransport
 from sweeper.objective._ref import ObjectiveRef
 
 

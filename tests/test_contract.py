@@ -25,13 +25,9 @@ from modal_standin import Faults, StandInTransport
 from optuna.trial import TrialState
 
 from sweeper import _api
-from sweeper.backends._modal import (
-    ModalBackend,
-    make_modal_backend,
-    make_request,
-    settings_from,
-)
+from sweeper.backends._modal import ModalBackend
 from sweeper.backends._modal_app import build
+from sweeper.backends._modal_setup import make_modal_backend, make_request, settings_from
 from sweeper.orchestrator import SweepResult, sweep
 from sweeper.progress import Reporter
 from sweeper.study._recovery import SweepRecord, register

@@ -33,7 +33,8 @@ from test_contract import max_outstanding
 
 from sweeper import _api
 from sweeper._errors import BackendError
-from sweeper.backends._modal import RESTARTED_BY_MODAL, ModalBackend, make_modal_backend
+from sweeper.backends._modal import RESTARTED_BY_MODAL, ModalBackend
+from sweeper.backends._modal_setup import make_modal_backend
 from sweeper.channel import _queue
 from sweeper.orchestrator import SweepResult, sweep
 from sweeper.progress import Reporter

@@ -1,8 +1,10 @@
 """Modal backend: each trial is one call of the sweep's ``run_trial`` Modal function, N at once.
 
-The seam to Modal is :class:`ModalSession` (an App running, a ``modal.Queue``, and ``spawn``
-of one of its functions); :class:`ModalCloud` is the real one, tests put an in-process
-stand-in in its place. Everything else here is ours:
+The seam to Modal is :class:`~sweeper.backends._modal_session.ModalSession` (an App
+running, a ``modal.Queue``, and ``spawn`` of one of its functions); tests put an in-process
+stand-in in the place of the real one. What a failed call means is said in
+:mod:`sweeper.backends._modal_failures`; :mod:`sweeper.backends._modal_setup` makes the
+backend from a sweep's options. This module is the client side of the sweep:
 
 - A trial is handed to Modal as a call of its own (``Function.spawn``) the moment the
   orchestrator submits it, and the orchestrator submits one only when a slot frees, so
@@ -28,17 +30,13 @@ stand-in in its place. Everything else here is ours:
 
 from __future__ import annotations
 
-import abc
 import asyncio
 import contextlib
 import dataclasses
-import os
 import queue
-import re
 import threading
 import time
-import traceback
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +44,15 @@ from typing import Any
 from sweeper._errors import BackendError
 from sweeper._logging import get_logger
 from sweeper.backends._base import Backend, Event, LoadFailed, Notice
+from sweeper.backends._modal_failures import (
+    Failure,
+    describe_failure,
+    describe_session_error,
+    failure_text,
+    is_session_error,
+    one_line,
+)
+from sweeper.backends._modal_session import ModalSession, ModalTransport
 from sweeper.channel._messages import Call, Reply
 from sweeper.channel._queue import UP, reply_partition
 from sweeper.objective._ref import ObjectiveRef
@@ -60,92 +67,9 @@ RETRY_DELAY_SECONDS = 1.0
 """How long a failed trial waits before it is handed to Modal again (``--retries``)."""
 CANCEL_SECONDS = 30.0
 """How long cancelling a trial's call may take before its slot is given up on."""
-MODAL_DEFAULT_PARALLEL = 4
-"""Trials at once on Modal when ``--parallel`` is not given."""
-GPU_PLAN_LIMITS = (("Starter", 10), ("Team", 50))
-"""GPUs at once per Modal plan (Enterprise: by arrangement), as the pricing page says."""
 RESTARTED_BY_MODAL = (
     "Modal ran its input again on a new container (the container was preempted or lost)"
 )
-
-
-class ModalSession(abc.ABC):
-    """What the backend does with Modal while the sweep's App runs: the thinnest seam.
-
-    ``queue`` has ``modal.Queue``'s API, sync and ``.aio``. ``spawn(function, *args)`` calls
-    one of the App's functions (``run_trial`` for a trial, ``aim_hub``) and returns the call,
-    with ``modal.FunctionCall``'s API (``.aio``): ``get()`` returns the function's output or
-    raises what its input failed with (an exception raised in the container, with its
-    traceback; ``RemoteError("Runner failed with exit code: N")`` for a container that died;
-    ``FunctionTimeoutError``), and ``cancel(terminate_containers=...)`` stops it.
-    """
-
-    queue: Any
-
-    @abc.abstractmethod
-    async def spawn(self, function: str, *args: Any) -> Any: ...
-
-
-class ModalTransport(abc.ABC):
-    """Opens a :class:`ModalSession` (runs the App) for the duration of a sweep."""
-
-    @abc.abstractmethod
-    def session(self) -> contextlib.AbstractAsyncContextManager[ModalSession]: ...
-
-    @property
-    @abc.abstractmethod
-    def objective(self) -> ObjectiveRef:
-        """The objective as containers load it."""
-
-    @property
-    @abc.abstractmethod
-    def volume(self) -> str | None:
-        """The Volume's name, for commits from containers."""
-
-
-class ModalCloud(ModalTransport):
-    """The real Modal: ``app.run()``, an ephemeral ``modal.Queue``, ``Function.spawn``."""
-
-    def __init__(self, deployment: Any) -> None:
-        self._deployment = deployment
-
-    @property
-    def objective(self) -> ObjectiveRef:
-        ref: ObjectiveRef = self._deployment.objective
-        return ref
-
-    @property
-    def volume(self) -> str | None:
-        name: str = self._deployment.settings.volume
-        return name
-
-    @contextlib.asynccontextmanager
-    async def session(self) -> AsyncIterator[ModalSession]:
-        import modal
-
-        deployment = self._deployment
-        async with deployment.app.run(), modal.Queue.ephemeral() as channel:
-            yield _CloudSession(deployment, channel)
-
-
-class _CloudSession(ModalSession):
-    def __init__(self, deployment: Any, channel: Any) -> None:
-        self._deployment = deployment
-        self.queue = channel
-
-    async def spawn(self, function: str, *args: Any) -> Any:
-        return await getattr(self._deployment, function).spawn.aio(*args)
-
-
-@dataclass(frozen=True)
-class Failure:
-    """What a trial's call failed with, in words for the user."""
-
-    reason: str
-    traceback: str | None = None
-    retry: bool = True
-    """Whether ``--retries`` runs the trial again after it (not after Modal's timeout: a
-    trial that ran out its time would run it out again, at the same cost)."""
 
 
 @dataclass(frozen=True)
@@ -343,7 +267,7 @@ class ModalBackend(Backend):
             self._out.discard(item.number)
             self._attempts.pop(item.number, None)
             if item.state == "FAIL" and item.number not in self._cancelled:
-                self._log(item.number, _failure_text(item.reason, item.traceback))
+                self._log(item.number, failure_text(item.reason, item.traceback))
             if item.load_error is not None:
                 events.append(LoadFailed(item.load_error))
             events.append(item)
@@ -354,7 +278,7 @@ class ModalBackend(Backend):
             if item.attempts > 1:
                 reason += f" (attempt {item.attempts}; the trial's log has each one)"
             if item.number in self._running and item.number not in self._cancelled:
-                self._log(item.number, _failure_text(reason, item.failure.traceback))
+                self._log(item.number, failure_text(reason, item.failure.traceback))
                 events.append(
                     TrialResult(
                         number=item.number,
@@ -374,7 +298,7 @@ class ModalBackend(Backend):
         elif isinstance(item, Notice):
             events.append(item)
         elif isinstance(item, _SessionFailed):
-            raise BackendError(_describe_session_error(item.error)) from None
+            raise BackendError(describe_session_error(item.error)) from None
 
     def _retrying(self, item: _Retrying, events: list[Event]) -> None:
         attempts = self._attempts.get(item.number)
@@ -389,7 +313,7 @@ class ModalBackend(Backend):
             f"trial {item.number}: {item.failure.reason}; running it again "
             f"(retry {retry} of --retries {self._retries})"
         )
-        self._log(item.number, _failure_text(text, item.failure.traceback))
+        self._log(item.number, failure_text(text, item.failure.traceback))
         events.append(Notice(text, "warning"))
 
     def _announced(self, call: Call) -> Call | None:
@@ -510,7 +434,7 @@ class ModalBackend(Backend):
             if isinstance(output, TrialResult):
                 self._events.put(output)
                 return
-            if _is_session_error(output):
+            if is_session_error(output):
                 self._events.put(_SessionFailed(output))
                 return
             failure = (
@@ -621,344 +545,8 @@ class ModalBackend(Backend):
             self._events.put(
                 Notice(
                     f"tracking is off for this sweep: the Aim hub did not start "
-                    f"({_one_line(error)})",
+                    f"({one_line(error)})",
                     "warning",
                 )
             )
             self._hub_closed.set()
-
-
-_EXIT_CODE = re.compile(r"exit code:?\s*(-?\d+)", re.IGNORECASE)
-_SIGNALS = {
-    6: "aborted (exit code {code}, SIGABRT)",
-    9: "was killed (exit code {code}, SIGKILL), most often for running out of memory: give "
-    "it more with --memory",
-    11: "crashed (exit code {code}, SIGSEGV: a segmentation fault)",
-    15: "was terminated (exit code {code}, SIGTERM)",
-}
-
-
-def describe_failure(error: BaseException) -> Failure:
-    """What a trial's call failing with ``error`` means, for the user."""
-    import modal.exception
-
-    text = str(error).strip()
-    first = text.splitlines()[0] if text else ""
-    if isinstance(error, modal.exception.FunctionTimeoutError):
-        return Failure(
-            "Modal stopped it at run_trial's timeout (give it more with --trial-timeout) "
-            f"[{type(error).__name__}: {first}]",
-            retry=False,
-        )
-    if isinstance(error, modal.exception.RemoteError):
-        match = _EXIT_CODE.search(text)
-        if match is not None:
-            code = int(match.group(1))
-            signal = code - 128 if code > 128 else -code if code < 0 else 0
-            if signal:
-                what = _SIGNALS.get(signal, f"was killed (exit code {{code}}, signal {signal})")
-            else:
-                what = "exited with code {code} (the objective, or a library it uses, ended it)"
-            return Failure(f"its Modal container {what.format(code=code)} [RemoteError: {first}]")
-        return Failure(f"Modal lost its container [RemoteError: {first}]")
-    if isinstance(error, modal.exception.Error):
-        return Failure(f"Modal lost its container [{type(error).__name__}: {first}]")
-    # Anything else was raised in the container by sweeper's run_trial (or what it needs to
-    # import), outside the objective: Modal sends it with the container's traceback.
-    trace = "".join(traceback.format_exception(error))
-    return Failure(
-        f"run_trial raised {_one_line(error)} in its Modal container (outside the objective)",
-        traceback=trace,
-    )
-
-
-def _is_session_error(error: Any) -> bool:
-    """Whether ``error`` says the client cannot use Modal at all (not a trial's failure)."""
-    if not isinstance(error, BaseException):
-        return False
-    try:
-        import modal.exception
-    except ImportError:  # pragma: no cover - the backend needs modal
-        return False
-    return isinstance(
-        error,
-        (
-            modal.exception.AuthError,
-            modal.exception.ClientClosed,
-            modal.exception.ConnectionError,
-        ),
-    )
-
-
-def _failure_text(reason: str | None, trace: str | None) -> str:
-    text = reason or "failed"
-    return f"{text}\n{trace.rstrip()}" if trace else text
-
-
-def _one_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
-
-
-def _describe_session_error(error: BaseException) -> str:
-    try:
-        import modal.exception
-
-        if isinstance(error, modal.exception.AuthError):
-            return (
-                "Modal refused the credentials here. Run `modal setup` (or set MODAL_TOKEN_ID "
-                "and MODAL_TOKEN_SECRET) and try again."
-            )
-    except ImportError:
-        pass
-    return f"the Modal app could not run: {_one_line(error)}"
-
-
-def settings_from(config: Any) -> Any:
-    """The :class:`ModalSettings` a sweep's options ask for."""
-    from sweeper.backends._modal_app import DEFAULT_TIMEOUT, ModalSettings
-
-    gpu: str | list[str] | None = None
-    if config.gpu:
-        gpu = config.gpu[0] if len(config.gpu) == 1 else list(config.gpu)
-    # Modal's own timeout comes a little after the sweep's, so the sweep reports it.
-    timeout = int(config.trial_timeout) + 60 if config.trial_timeout else DEFAULT_TIMEOUT
-    return ModalSettings(
-        gpu=gpu,
-        cpu=config.cpu,
-        memory=config.memory,
-        timeout=min(timeout, 24 * 3600),
-        retries=config.retries or 0,
-        secrets=tuple(config.secrets or ()),
-        volume=config.volume or "sweeper",
-        pip=tuple(config.pip or ()),
-        requirements_file=config.requirements,
-    )
-
-
-def make_request(
-    spec: TrialSpec, channel: Any, objective: ObjectiveRef, volume: str | None
-) -> Any:
-    """The ``run_trial`` input for one trial."""
-    from sweeper.backends._modal_app import TrialRequest
-
-    root = spec.root if spec.root is not None else spec.number
-    return TrialRequest(
-        spec=spec,
-        objective=objective,
-        queue=channel,
-        study=spec.study_name,
-        root=root,
-        volume=volume,
-    )
-
-
-def make_modal_backend(objective: ObjectiveRef, config: Any, parallel: int) -> ModalBackend:
-    """The Modal backend for a sweep, or a UsageError saying what is missing to run it."""
-    from sweeper._errors import ConfigError
-
-    try:
-        from sweeper.backends import _modal_app
-    except ImportError as error:
-        raise ConfigError(
-            f"the Modal backend needs the modal package ({error}): pip install modal"
-        ) from None
-    if not _modal_app.has_credentials():
-        raise ConfigError(
-            "--backend modal needs Modal credentials, and none are set up here. Run `modal "
-            "setup` once (or set MODAL_TOKEN_ID and MODAL_TOKEN_SECRET), then run again."
-        )
-    if config.requirements and not os.path.isfile(config.requirements):
-        raise ConfigError(f"--requirements {config.requirements}: no such file.")
-    settings = settings_from(config)
-    deployment = _modal_app.build(settings, objective)
-    return ModalBackend(ModalCloud(deployment), parallel, make_request, retries=settings.retries)
-
-
-def dry_run_lines(objective: ObjectiveRef, config: Any, notes: tuple[str, ...] = ()) -> list[str]:
-    """What ``run`` would build and start for this sweep, and what it would cost an hour,
-    without contacting Modal (``--dry-run``)."""
-    from sweeper._cost import (
-        MODAL_DEFAULT_CPU,
-        MODAL_DEFAULT_MEMORY_MIB,
-        Resources,
-        format_usd,
-        modal_prices,
-        parse_gpu,
-        rate_for,
-    )
-    from sweeper._format import format_duration
-
-    parallel = config.parallel or _default_parallel(config)
-    head = [
-        f"Dry run: nothing is built, started or charged. This is what `run` would do for "
-        f"{objective.label} (study {config.study!r}).",
-    ]
-    head += [f"note: {text}" for text in notes]
-    budget = "; ".join(
-        part
-        for part in (
-            f"{config.n_trials} trials" if config.n_trials else "",
-            f"timeout {format_duration(config.timeout)}" if config.timeout else "",
-            f"budget {format_usd(config.budget)}" if config.budget is not None else "",
-        )
-        if part
-    )
-    if config.backend != "modal":
-        return [
-            *head,
-            f"Local backend: {parallel} worker processes on this machine, one trial each at "
-            "a time; " + (budget or "until interrupted (Ctrl-C)") + ".",
-            "Cost: none (local workers); --budget does not apply.",
-        ]
-    try:
-        from sweeper.backends import _modal_app
-    except ImportError as error:
-        from sweeper._errors import ConfigError
-
-        raise ConfigError(
-            f"the Modal backend needs the modal package ({error}): pip install modal"
-        ) from None
-    if config.requirements and not os.path.isfile(config.requirements):
-        from sweeper._errors import ConfigError
-
-        raise ConfigError(f"--requirements {config.requirements}: no such file.")
-    settings = settings_from(config)
-    rate = rate_for(config)  # refuses a budget it cannot price
-    deployment = _modal_app.build(settings, objective)  # Modal's own checks, offline
-    assert deployment.images is not None
-    trial_image, hub_image = deployment.images
-    prices = modal_prices()
-    lines = [
-        *head,
-        f"Modal App {settings.app_name!r}, ephemeral: it exists while the sweep runs, and its "
-        "containers stop with it.",
-        "",
-        "Function run_trial: one call per trial, "
-        f"{parallel} at once (--parallel), so at most {parallel} containers; "
-        + (budget or "until interrupted (Ctrl-C)"),
-    ]
-    if config.gpu:
-        kinds = []
-        for choice in config.gpu:
-            kind, count = parse_gpu(choice)
-            known = prices.gpu_price(kind) is not None
-            kinds.append(f"{count} x {kind}" + ("" if known else " (not in the price table)"))
-        gpu = ", else ".join(kinds)
-        if len(kinds) > 1:
-            gpu += " (a fallback list: Modal gives the first it has)"
-        lines.append(f"  GPU: {gpu} per container")
-        if parallel > GPU_PLAN_LIMITS[0][1]:
-            plans = ", ".join(f"{plan} {limit}" for plan, limit in GPU_PLAN_LIMITS)
-            lines.append(
-                f"  note: Modal's plans limit the GPUs a workspace has at once ({plans}, on "
-                f"{prices.date}'s pricing page); trials past yours wait for a GPU, unbilled"
-            )
-    else:
-        lines.append("  GPU: none (CPU containers; --gpu H100, for one)")
-    cpu = (
-        f"{config.cpu:g} cores" if config.cpu else f"{MODAL_DEFAULT_CPU:g} cores (Modal's default)"
-    )
-    memory = (
-        f"{config.memory} MiB"
-        if config.memory
-        else f"{MODAL_DEFAULT_MEMORY_MIB} MiB (Modal's default)"
-    )
-    lines.append(f"  CPU: {cpu}; memory: {memory}")
-    lines.append(
-        f"  timeout: {settings.timeout} s per trial"
-        + (
-            f" (--trial-timeout {config.trial_timeout:g} s, and 60 s for sweeper to report it)"
-            if config.trial_timeout
-            else " (Modal's limit when --trial-timeout is not given)"
-        )
-    )
-    lines.append(
-        f"  retries: {settings.retries} (--retries: a trial whose container fails runs again "
-        "as the same trial; Modal restarts a preempted one regardless)"
-    )
-    lines.append(
-        "  secrets: "
-        + (
-            ", ".join(settings.secrets) + " (as environment variables)"
-            if settings.secrets
-            else "none (--secret NAME)"
-        )
-    )
-    lines.append(
-        f"  volume: {settings.volume!r} at {_modal_app.VOLUME_MOUNT} (trial checkpoints, the Aim "
-        "repo); created if missing"
-    )
-    lines += _image_lines(trial_image)
-    if config.track:
-        lines += [
-            "",
-            "Function aim_hub: one container while the sweep runs; writes the Aim repo on the "
-            "volume and serves its UI through a tunnel",
-            f"  CPU: {MODAL_DEFAULT_CPU:g} cores; memory: {MODAL_DEFAULT_MEMORY_MIB} MiB "
-            "(Modal's defaults); timeout 86400 s",
-            *_image_lines(hub_image),
-        ]
-    hub = modal_prices().rate(Resources()) if config.track else None
-    lines += [
-        "",
-        f"Estimated price ({rate.provenance}, {prices.source}):",
-        f"  one trial container: {format_usd(rate.per_hour, exact=True)} an hour = "
-        f"{rate.breakdown()}",
-        f"  {parallel} at once: {format_usd(rate.per_hour * parallel, exact=True)} an hour"
-        + (f"; the Aim hub {format_usd(hub.per_hour, exact=True)} an hour" if hub else ""),
-    ]
-    if rate.unpriced:
-        lines.append(
-            f"  not priced: GPU {', '.join(rate.unpriced)} (not in the table; give its price in "
-            "SWEEPER_PRICES)"
-        )
-    if config.trial_timeout:
-        # A trial is cancelled at --trial-timeout, and its container stopped.
-        worst = rate.per_second * config.trial_timeout
-        lines.append(
-            f"  a trial that runs its whole --trial-timeout: {format_usd(worst, exact=True)}"
-            + (
-                f"; {config.n_trials} of them: {format_usd(worst * config.n_trials)}"
-                if config.n_trials
-                else ""
-            )
-        )
-    if config.budget is not None:
-        lines.append(
-            f"  --budget {format_usd(config.budget)}: no trial is asked for once the estimate "
-            "(spent, plus what running trials are expected to cost) would pass it"
-        )
-    lines += [
-        "  Modal bills each container by the second for what it requests (and for CPU and "
-        "memory it uses beyond that); "
-        "the estimate counts each trial from its input to its output, restarts included.",
-        "",
-        "Modal credentials: "
-        + (
-            "set up here."
-            if _modal_app.has_credentials()
-            else "none here; a real run needs `modal setup` (or MODAL_TOKEN_ID and "
-            "MODAL_TOKEN_SECRET)."
-        ),
-    ]
-    return lines
-
-
-def _image_lines(plan: Any) -> list[str]:
-    lines = [f"  image: debian_slim, Python {plan.python_version}"]
-    lines.append("    pip install: " + (" ".join(plan.packages) if plan.packages else "nothing"))
-    if plan.requirements_file:
-        lines.append(f"    pip install -r {plan.requirements_file}")
-    for local, remote in plan.files:
-        lines.append(f"    file: {local} -> {remote}")
-    lines.append(f"    local Python packages: {', '.join(plan.sources)}")
-    return lines
-
-
-def _default_parallel(config: Any) -> int:
-    if config.backend == "modal":
-        return MODAL_DEFAULT_PARALLEL
-    from sweeper.backends._local import default_parallel
-
-    return default_parallel()

@@ -197,7 +197,7 @@ def _run(args: argparse.Namespace) -> int:
     options: dict[str, Any] = {name: getattr(args, name, None) for name in OPTION_NAMES}
     if args.dry_run:
         from sweeper._api import prepare
-        from sweeper.backends._modal import dry_run_lines
+        from sweeper.backends._dry_run import dry_run_lines
 
         ref, config, notes = prepare(args.file, objective=args.objective, options=options)
         sys.stdout.write("\n".join(dry_run_lines(ref, config, notes)) + "\n")

@@ -356,7 +356,7 @@ def _make_backend(
         if keep_warm and objective.pickled is not None:  # a file is imported afresh
             return warm_backend(objective, parallel, log_dir=log_dir), parallel
         return LocalBackend(objective, parallel, log_dir=log_dir), parallel
-    from sweeper.backends._modal import MODAL_DEFAULT_PARALLEL, make_modal_backend
+    from sweeper.backends._modal_setup import MODAL_DEFAULT_PARALLEL, make_modal_backend
 
     parallel = config.parallel or MODAL_DEFAULT_PARALLEL
     return make_modal_backend(objective, config, parallel), parallel
