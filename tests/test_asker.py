@@ -21,6 +21,7 @@ from conftest import states
 from sweeper import _api
 from sweeper.orchestrator import sweep
 from sweeper.progress import Reporter
+from sweeper.study._storage import adopt_trial, open_storage
 
 
 def _run(workdir: Path, objective: Any, processes: int, **options: Any) -> Any:
@@ -107,3 +108,37 @@ def test_a_sampler_that_raises_stops_the_sweep_with_its_error(
         _run(tmp_path, objectives.quadratic, processes, n_trials=10, study="b", sampler=_Broken())
     counts = states(_study(tmp_path, "b"))
     assert counts.get("RUNNING", 0) == 0  # what ran was recorded, nothing left running
+
+
+def test_a_trial_another_process_asked_for_takes_its_parameters_in_a_database(
+    tmp_path: Path,
+) -> None:
+    # Optuna's cache over a database writes a parameter only for a trial it has read. A
+    # value carried with the trial is applied without asking the sampler (which would have
+    # read the trials): the trial must be made known first, or its parameter is lost.
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(storage=open_storage(url).storage, study_name="s")
+    study.ask()  # the orchestrator has read the study once
+    elsewhere = optuna.load_study(study_name="s", storage=optuna.storages.RDBStorage(url))
+    asked = elsewhere.ask()  # a sampler process asks for the next trial
+    adopt_trial(study._storage, study._study_id, asked._trial_id)
+    live = optuna.Trial(study, asked._trial_id)
+    live._fixed_params = {"x": 0.25}  # as a proposal the worker used is applied
+    assert live.suggest_float("x", 0, 1) == 0.25
+    assert elsewhere._storage.get_trial(asked._trial_id).params == {"x": 0.25}
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "auto"])
+def test_a_database_study_records_every_parameter_a_sampler_process_proposed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sampler: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    result = _run(
+        tmp_path, objectives.quadratic, 1, n_trials=30, study="q", sampler=sampler, storage=url
+    )
+    assert result.study is not None
+    study = optuna.load_study(study_name="q", storage=url)
+    assert states(study) == {"COMPLETE": 30}
+    for trial in study.trials:
+        assert trial.value == objectives.quadratic(optuna.trial.FixedTrial(trial.params))

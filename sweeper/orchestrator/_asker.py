@@ -41,6 +41,7 @@ from optuna.distributions import BaseDistribution
 from sweeper._logging import get_logger
 from sweeper.orchestrator._spec import SpecPlan, prepare_for
 from sweeper.study._recovery import return_to_queue
+from sweeper.study._storage import adopt_trial
 from sweeper.trial._messages import TrialSpec
 
 logger = get_logger(__name__)
@@ -558,6 +559,7 @@ class ProcessProducer(Producer):
                     with self._notes_lock:
                         self._notes.extend(notes)
                 try:
+                    adopt_trial(self._study._storage, self._study._study_id, trial_id)
                     live = optuna.Trial(self._study, trial_id)
                     live._relative_params = relative
                     live.relative_search_space = space

@@ -204,3 +204,17 @@ def existing_directions(storage: BaseStorage, study_name: str) -> tuple[str, ...
 
 def study_names(storage: BaseStorage) -> list[str]:
     return [s.study_name for s in storage.get_all_studies()]
+
+
+def adopt_trial(storage: BaseStorage, study_id: int, trial_id: int) -> None:
+    """Make ``storage`` able to write a trial that another process created.
+
+    Optuna opens a database through ``_CachedStorage``, which writes a parameter only for a
+    trial it has read: a trial a sampler process asked for is unknown to it until something
+    in this process next reads the study's trials, and ``set_trial_param`` raises
+    ``KeyError`` meanwhile. Reading the trials that are new since the last read makes it
+    known (one small query); other storages need nothing.
+    """
+    known = getattr(storage, "_trial_id_to_study_id_and_number", None)
+    if isinstance(known, dict) and trial_id not in known:
+        storage.get_all_trials(study_id, deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
