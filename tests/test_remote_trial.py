@@ -15,7 +15,7 @@ import optuna
 import pytest
 
 from sweeper.channel import Call, Transport, TrialChannel
-from sweeper.orchestrator._orchestrator import answer_call
+from sweeper.orchestrator._calls import answer_call
 from sweeper.orchestrator._spec import build_spec
 from sweeper.trial import RemoteTrial, run_trial
 

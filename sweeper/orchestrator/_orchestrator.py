@@ -1,18 +1,21 @@
-"""The sweep loop: keep N trials in flight, answer their calls, tell every trial once."""
+"""The sweep loop: keep N trials in flight, answer their calls, tell every trial once.
+
+The loop routes what happens to where it is handled: who asks for trials
+(:mod:`~sweeper.orchestrator._producers`), when the sweep stops
+(:mod:`~sweeper.orchestrator._stopping`), which attempt of a trial counts
+(:mod:`~sweeper.orchestrator._attempts`), a worker's calls on the live trial
+(:mod:`~sweeper.orchestrator._calls`), and a finished trial told to the study and the
+tracker (:mod:`~sweeper.orchestrator._telling`).
+"""
 
 from __future__ import annotations
 
 import collections
 import contextlib
 import copy
-import math
-import os
-import signal
 import statistics
-import sys
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,56 +24,34 @@ import optuna
 from optuna.trial import TrialState
 
 from sweeper._cost import COST_KEY, CostMeter
-from sweeper._errors import ConfigError, ObjectiveError, SweeperError, UsageError
+from sweeper._errors import ConfigError, ObjectiveError
 from sweeper._logging import get_logger
 from sweeper.backends._base import Backend, LoadFailed, Notice, Output
-from sweeper.channel._messages import Call, Reply
-from sweeper.orchestrator._asker import (
-    CHEAP_SAMPLERS,
-    Asked,
-    Asker,
-    InlineProducer,
-    ProcessProducer,
-    Producer,
-    SamplingFailed,
-    ThreadProducer,
-)
+from sweeper.channel._messages import Call
+from sweeper.orchestrator._asker import Asked, Asker, Producer, SamplingFailed
+from sweeper.orchestrator._attempts import Attempts
+from sweeper.orchestrator._calls import answer_call
+from sweeper.orchestrator._producers import make_producers, release, spawn_samplers
 from sweeper.orchestrator._report import Reporter
-from sweeper.orchestrator._spec import SpecPlan
 from sweeper.orchestrator._stats import FinishedTrial, SweepStats
-from sweeper.study._best import feasible
-from sweeper.study._recovery import FAIL_REASON_KEY, INTERRUPTED_KEY, LOG_KEY
-from sweeper.tracking._events import (
-    Logged,
-    ParamsSet,
-    Reported,
-    StudyProgress,
-    TrialFinished,
-    TrialStarted,
+from sweeper.orchestrator._stopping import INTERRUPTED, Stopping
+from sweeper.orchestrator._telling import (
+    failure_kind,
+    has_constraints,
+    tell,
+    track_finished,
+    values_problem,
 )
-from sweeper.tracking._reconcile import ATTEMPTS_KEY, WORKER_KEY
+from sweeper.study._best import feasible
+from sweeper.tracking._events import Logged, ParamsSet, Reported, TrialStarted
+from sweeper.tracking._reconcile import ATTEMPTS_KEY
 from sweeper.tracking._tracker import Tracker
-from sweeper.trial._messages import TrialResult, picklable_error
-from sweeper.trial._remote import STORAGE_READS, STUDY_ATTRIBUTES, STUDY_WRITES, TRIAL_WRITES
+from sweeper.trial._messages import TrialResult
 
 logger = get_logger(__name__)
 
-# Methods of optuna.Trial a worker may call on the live trial.
-TRIAL_METHODS = frozenset(
-    {
-        "report",
-        "set_constraint",
-        "set_user_attr",
-        "should_prune",
-        "suggest_categorical",
-        "suggest_float",
-        "suggest_int",
-    }
-)
 _POLL_SECONDS = 0.2
 _RECENT_TRIALS = 20
-_CALLS_GRACE = 30.0
-_INTERRUPTED = "interrupted: the sweep was stopped before this trial finished"
 _DURATIONS = 64
 """How many recent trial durations the rate at which slots free is estimated from."""
 
@@ -85,14 +66,6 @@ class OpenStudy:
     storage: optuna.storages.BaseStorage
     study_id: int
     created: bool
-
-
-class _Abort(SweeperError):
-    """Stop the sweep now: cancel running trials, record them, then raise ``error``."""
-
-    def __init__(self, error: UsageError) -> None:
-        super().__init__(str(error))
-        self.error = error
 
 
 class Orchestrator:
@@ -134,7 +107,15 @@ class Orchestrator:
     ) -> None:
         self._backend = backend
         self._cost = cost if cost is not None else CostMeter(clock=backend.now)
-        self._attempt_log: dict[int, list[dict[str, Any]]] = {}
+        self._stop = Stopping(
+            backend=backend,
+            reporter=reporter,
+            stats=stats,
+            cost=self._cost,
+            n_trials=n_trials,
+            timeout=timeout,
+        )
+        self._attempts = Attempts()
         self._callbacks = tuple(callbacks)
         self._storage_location = storage_location
         self._sampler_processes = sampler_processes if storage_location else 0
@@ -151,9 +132,6 @@ class Orchestrator:
         self._checkpoints = checkpoints
         self._tracker = tracker or Tracker()
         self._roots: dict[int, int] = {}
-        self._attempts: dict[int, int] = {}
-        self._applied: dict[int, int] = {}
-        self._parked: dict[int, tuple[TrialResult, float]] = {}
         self._proposals: dict[int, dict[str, Any]] = {}
         self._recent_space: dict[str, Any] = {}
         self._last_asked: dict[str, int] = {}
@@ -162,7 +140,6 @@ class Orchestrator:
         self._stats = stats
         self._log_dir = log_dir
         self._n_trials = n_trials
-        self._timeout = timeout
         self._trial_timeout = trial_timeout
         self._opened: OpenStudy | None = None
         self._live: dict[int, optuna.Trial] = {}
@@ -170,14 +147,7 @@ class Orchestrator:
         self._asked = 0
         self._any_values = False
         self._constrained = False
-        self._interrupts = 0
-        self._hard_stop = False
-        self._stop_reason: str | None = None
         self._seen_failures: set[str] = set()
-        self._abort: _Abort | None = None
-        self._sampling_failed: SamplingFailed | None = None
-        self._callback_failed: Exception | None = None
-        self._started = time.monotonic()
         self._refreshed = 0.0
 
     # -- public --------------------------------------------------------------------------
@@ -190,11 +160,11 @@ class Orchestrator:
     @property
     def stop_reason(self) -> str | None:
         """Why the sweep stopped before its budget, if it did."""
-        return self._stop_reason
+        return self._stop.reason
 
     @property
     def interrupted(self) -> bool:
-        return self._interrupts > 0
+        return self._stop.interrupts > 0
 
     @property
     def returned(self) -> int:
@@ -207,9 +177,10 @@ class Orchestrator:
         Starts the backend; closing it is the caller's (after tracking has been flushed,
         since on Modal the tracking hub lives in the backend's App).
         """
-        with self._signal_handlers():
+        with self._stop.signal_handlers():
             self._backend.start()
-            self._spawn_samplers()  # they start up while the workers do
+            # They start up while the workers do.
+            self._spawned = spawn_samplers(self._sampler_processes, self._log_dir)
             try:
                 if not self._wait_for_workers():
                     return
@@ -217,14 +188,15 @@ class Orchestrator:
                 study = self._opened.study
                 prior = study.get_trials(deepcopy=False)
                 self._any_values = any(t.state == TrialState.COMPLETE for t in prior)
-                self._constrained = _has_constraints(study.sampler) or any(
+                self._constrained = has_constraints(study.sampler) or any(
                     t.constraints for t in prior
                 )
                 self._asker = Asker(
                     self._producers(study), self._backend.wake, limit=self._n_trials
                 )
             finally:
-                self._release_unused_samplers()
+                release(self._spawned)
+                self._spawned = []
             self._backend.watch_sampler(lambda: self._asker is not None and self._asker.busy)
             # As inside study.optimize: callbacks may call study.stop().
             study._stop_flag = False
@@ -237,96 +209,23 @@ class Orchestrator:
                 self._returned = self._asker.close(self._opened.storage)
             self._backend.wind_down()
 
-    def _spawn_samplers(self) -> None:
-        from sweeper.orchestrator import _sampler_process
-
-        for index in range(self._sampler_processes):
-            try:
-                self._spawned.append(
-                    _sampler_process.spawn(self._log_dir / f"sampler-{index}.log")
-                )
-            except OSError as error:
-                logger.debug("cannot start a sampler process: %s", error)
-                break
-
     def _producers(self, study: optuna.Study) -> list[Producer]:
-        """Who asks for trials: the sampler processes that were started (if the sampler can
-        be sent to them), else a thread of this process.
-
-        The auto sampler's GP samples in one of them, as many trials as it has time for;
-        the others, and a thread beside them, sample with its TPE copy
-        (:meth:`~sweeper.study.AutoSampler.filler`) when that one is busy.
-        """
-        from sweeper.orchestrator import _sampler_process
-        from sweeper.study._auto import AutoSampler
-
-        plan = SpecPlan(
-            log_dir=str(self._log_dir),
-            checkpoints=str(self._checkpoints) if self._checkpoints is not None else None,
+        """Who asks for trials (see :mod:`sweeper.orchestrator._producers`)."""
+        producers, self._spawned, self._mixing = make_producers(
+            study,
+            self._spawned,
+            storage_location=self._storage_location,
+            log_dir=self._log_dir,
+            checkpoints=self._checkpoints,
         )
-        sampler = study.sampler
-        mixing = isinstance(sampler, AutoSampler) and sampler.uses_gp
-        self._mixing = mixing
-        producers: list[Producer] = []
-        spawned, self._spawned = self._spawned, []
-        if spawned and self._storage_location is not None:
-            for index, (process, connection) in enumerate(spawned):
-                own = (
-                    sampler.filler()
-                    if mixing and index > 0 and isinstance(sampler, AutoSampler)
-                    else sampler
-                )
-                blob = _sampler_process.picklable(own)
-                if blob is None:
-                    self._spawned.append((process, connection))  # released by the caller
-                    continue
-                init = _sampler_process.Init(
-                    storage=self._storage_location,
-                    study=study.study_name,
-                    sampler=blob,
-                    plan=plan,
-                    reseed=True,  # copies of one sampler would draw the same values
-                    sys_path=tuple(os.path.abspath(p) if p == "" else p for p in sys.path),
-                )
-                log = str(self._log_dir / f"sampler-{index}.log")
-                producers.append(
-                    ProcessProducer(
-                        study, process, connection, init, log, filler=mixing and index > 0
-                    )
-                )
-        if mixing:
-            assert isinstance(sampler, AutoSampler)
-            filling = optuna.load_study(
-                study_name=study.study_name,
-                storage=study._storage,
-                sampler=sampler.filler(),
-                pruner=study.pruner,
-            )
-            if not producers:  # GP has no process: a thread
-                producers.append(ThreadProducer(study, plan))
-            producers.append(InlineProducer(filling, plan, filler=True))
-        elif producers or type(sampler).__name__ in CHEAP_SAMPLERS:
-            producers.append(InlineProducer(study, plan, filler=True))
-        else:  # an expensive sampler, and no process for it
-            producers.append(ThreadProducer(study, plan))
         return producers
-
-    def _release_unused_samplers(self) -> None:
-        for process, connection in self._spawned:
-            with contextlib.suppress(OSError):
-                connection.close()
-            with contextlib.suppress(OSError):
-                process.kill()
-                process.wait()
-        self._spawned = []
 
     # -- the loop ------------------------------------------------------------------------
 
     def _wait_for_workers(self) -> bool:
         self._stats.waiting = "starting workers and loading the objective"
         while self._backend.free_slots() == 0:
-            if self._interrupts:
-                self._stop_reason = "interrupted while starting"
+            if self._stop.interrupted_while_starting():
                 return False
             for event in self._backend.poll(_POLL_SECONDS):
                 if isinstance(event, LoadFailed):
@@ -342,7 +241,7 @@ class Orchestrator:
         assert self._asker is not None
         wound_down = False
         while True:
-            self._apply_interrupts()
+            self._stop.apply_interrupts()
             if not self._stopping():
                 self._fill()
             elif not wound_down:
@@ -351,7 +250,7 @@ class Orchestrator:
                 self._backend.wind_down()
             if (
                 not self._backend.running
-                and not self._parked
+                and not self._attempts.waiting
                 and (self._stopping() or self._budget_spent())
             ):
                 break
@@ -368,12 +267,7 @@ class Orchestrator:
             self._sampler_news()
             self._stats.running = len(self._backend.running)
             self._refresh()
-        if self._abort is not None:
-            raise self._abort.error
-        if self._sampling_failed is not None:
-            raise self._sampling_failed.error
-        if self._callback_failed is not None:
-            raise self._callback_failed
+        self._stop.raise_error()
 
     def _deferred_params(self) -> contextlib.AbstractContextManager[None]:
         assert self._opened is not None
@@ -388,48 +282,20 @@ class Orchestrator:
             self._reporter.update(self._stats.snapshot())
 
     def _stopping(self) -> bool:
-        return (
-            self._interrupts > 0
-            or self._abort is not None
-            or self._sampling_failed is not None
-            or self._callback_failed is not None
-            or self._budget_spent()
-            or self._stopped_by_callback()
-        )
-
-    def _stopped_by_callback(self) -> bool:
         assert self._opened is not None
-        if not self._opened.study._stop_flag:
-            return False
-        if self._stop_reason is None:
-            self._stop_reason = "study.stop() was called"
-        return True
+        return self._stop.stopping(self._asked, self._opened.study)
 
     def _budget_spent(self) -> bool:
-        if self._n_trials is not None and self._asked >= self._n_trials:
-            return True
-        if self._timeout is not None and time.monotonic() - self._started >= self._timeout:
-            if self._stop_reason is None and self._backend.running:
-                self._stats.stopping = "timeout reached: waiting for running trials to finish"
-            if self._stop_reason is None and self._n_trials is not None:
-                self._stop_reason = f"the timeout of {self._timeout:g}s was reached"
-            return True
-        reached = self._cost.exhausted()  # --budget: spent and expected cost
-        if reached is not None:
-            if self._stop_reason is None:
-                self._stop_reason = reached
-                if self._backend.running:
-                    self._stats.stopping = "budget reached: waiting for running trials to finish"
-            return True
-        return False
+        return self._stop.budget_spent(self._asked)
 
     def _poll_timeout(self) -> float:
         timeout = _POLL_SECONDS
         now = time.monotonic()
         if self._deadlines:
             timeout = min(timeout, max(0.0, min(self._deadlines.values()) - now))
-        if self._timeout is not None:
-            timeout = min(timeout, max(0.0, self._started + self._timeout - now))
+        left = self._stop.time_left(now)
+        if left is not None:
+            timeout = min(timeout, left)
         if self._ask_again is not None:  # when the asker should deepen its pool
             timeout = min(timeout, max(0.0, self._ask_again - now))
         return timeout
@@ -446,10 +312,7 @@ class Orchestrator:
                 # raised from run(), as study.optimize raises what its sampler raised.
                 if failure.trace:
                     logger.debug("asking for a trial failed:\n%s", failure.trace)
-                self._sampling_failed = failure
-                self._stop_reason = (
-                    f"the sampler failed ({type(failure.error).__name__}: {failure.error})"
-                )
+                self._stop.sampler_failed(failure)
                 return
             if asked is None:
                 break  # the asker wakes the loop when one is ready
@@ -474,9 +337,6 @@ class Orchestrator:
         self._tracker.emit(TrialStarted(study.study_name, root, live.number, time.time()))
         if self._trial_timeout is not None:
             self._deadlines[live.number] = time.monotonic() + self._trial_timeout
-
-    def _parallel(self) -> int:
-        return len(self._backend.running) + self._backend.free_slots()
 
     @property
     def _patience(self) -> float:
@@ -563,27 +423,22 @@ class Orchestrator:
             if self._any_values:  # it loaded before: a worker-specific problem
                 self._reporter.note(event.message, "warning")
             else:
-                self._stop_with(ObjectiveError(event.message), "stopped: " + event.message)
+                self._stop.stop_with(ObjectiveError(event.message), "stopped: " + event.message)
 
     def _on_call(self, call: Call) -> None:
         live = self._live.get(call.number)
         if live is None:
             return
-        number = call.number
-        if call.method == "started":
-            # A worker (re)starting this trial: a restarted attempt (Modal preempted or
-            # retried its container) takes over, and what the old one sends is dropped.
-            self._attempts[number] = call.attempt
-            self._applied[number] = 0
-            self._record_start(call, live)
-        elif call.attempt != self._attempts.setdefault(number, call.attempt):
+        # A worker (re)starting this trial: a restarted attempt (Modal preempted or retried
+        # its container) takes over, and what the old one sends is dropped.
+        if not self._attempts.accept(call):
             return
-        self._applied[number] = self._applied.get(number, 0) + 1
+        if call.method == "started":
+            self._record_start(call, live)
         self._apply_call(call, live)
-        parked = self._parked.get(number)
-        if parked is not None and self._applied[number] >= parked[0].n_calls:
-            del self._parked[number]
-            self._finish(parked[0])
+        ready = self._attempts.ready(call.number)
+        if ready is not None:
+            self._finish(ready)
 
     def _record_start(self, call: Call, live: optuna.Trial) -> None:
         """Note the worker of this attempt. A restart (the backend's ``started`` call says
@@ -592,10 +447,7 @@ class Orchestrator:
         number = call.number
         worker = call.args[0] if call.args and isinstance(call.args[0], dict) else {}
         info = call.args[1] if len(call.args) > 1 and isinstance(call.args[1], dict) else {}
-        log = self._attempt_log.setdefault(number, [])
-        attempt = int(info.get("attempt") or len(log) + 1)
-        why = info.get("why") or ("a new worker took it over" if attempt > 1 else None)
-        log.append({"attempt": attempt, "worker": worker, "started": time.time(), "why": why})
+        attempt, why, log = self._attempts.record_start(number, worker, info)
         if attempt <= 1:
             return
         assert self._opened is not None
@@ -639,29 +491,20 @@ class Orchestrator:
         """Tell the trial, once every call its worker made before the result is applied.
 
         On a transport where results and calls travel apart (Modal), the result can arrive
-        first; it waits (at most ``_CALLS_GRACE`` seconds) for the calls it counts.
+        first; it waits a while for the calls it counts (see :class:`Attempts`).
         """
-        number = result.number
-        current = self._attempts.get(number, result.attempt)
-        if result.attempt == current and result.n_calls > self._applied.get(number, 0):
-            self._parked[number] = (result, time.monotonic() + _CALLS_GRACE)
-            return
-        self._finish(result)
+        if not self._attempts.park(result):
+            self._finish(result)
 
     def _release_parked(self) -> None:
-        now = time.monotonic()
-        for number, (result, deadline) in list(self._parked.items()):
-            if deadline <= now:
-                del self._parked[number]
-                missing = result.n_calls - self._applied.get(number, 0)
-                logger.warning("trial %d: %d of its calls never arrived", number, missing)
-                self._finish(result)
+        for result, missing in self._attempts.overdue():
+            logger.warning("trial %d: %d of its calls never arrived", result.number, missing)
+            self._finish(result)
 
     def _finish(self, result: TrialResult) -> None:
         assert self._opened is not None
-        for table in (self._attempts, self._applied, self._proposals):
-            table.pop(result.number, None)
-        attempts = self._attempt_log.pop(result.number, [])
+        attempts = self._attempts.finish(result.number)
+        self._proposals.pop(result.number, None)
         live = self._live.pop(result.number)
         spend = self._cost.finish(result.number)
         cost = spend.record(self._cost.rate)
@@ -677,8 +520,19 @@ class Orchestrator:
             problem = self._check_values(values)
             if problem is not None:
                 state, reason, values = "FAIL", problem, None
-        interrupted = reason is not None and reason.startswith(_INTERRUPTED)
-        self._tell(live, state, values, reason, trace, interrupted, worker=result.worker)
+        interrupted = reason is not None and reason.startswith(INTERRUPTED)
+        tell(
+            self._opened.study,
+            self._opened.storage,
+            live,
+            state,
+            values,
+            reason,
+            trace,
+            interrupted,
+            self._log_path(live.number),
+            worker=result.worker,
+        )
         meets = state != "COMPLETE" or not self._constrained or self._feasible(live)
         finished = FinishedTrial(
             number=result.number,
@@ -696,15 +550,17 @@ class Orchestrator:
         )
         self._stats.running = len(self._backend.running)
         new_best = self._stats.record(finished)
-        self._track_finished(
+        track_finished(
+            self._tracker,
+            self._stats,
             finished,
-            result,
             self._roots.pop(result.number, result.number),
+            result.worker,
             cost=cost,
             attempts=tuple(attempts) if finished.attempts > 1 else (),
         )
-        if state == "FAIL" and not interrupted and self._abort is None:
-            key = _failure_kind(reason, trace)
+        if state == "FAIL" and not interrupted and not self._stop.aborting:
+            key = failure_kind(reason, trace)
             first = key not in self._seen_failures
             self._seen_failures.add(key)
             self._reporter.trial_failed(finished, first)
@@ -729,12 +585,10 @@ class Orchestrator:
             except Exception as error:
                 # As study.optimize raises it, after the running trials finish.
                 logger.debug("the callback %s raised", name, exc_info=True)
-                if self._callback_failed is None:
-                    self._callback_failed = error
-                    self._stop_reason = f"the callback {name} raised {type(error).__name__}"
+                self._stop.callback_raised(name, error)
                 return
-            if study._stop_flag and not stopped and self._stop_reason is None:
-                self._stop_reason = f"the callback {name} called study.stop()"
+            if study._stop_flag and not stopped:
+                self._stop.callback_stopped(name)
 
     def _check_values(self, values: tuple[float, ...]) -> str | None:
         """Why ``values`` cannot be told to the study, or None. The first trial to return
@@ -743,215 +597,18 @@ class Orchestrator:
         first = not self._any_values
         self._any_values = True
         directions = self._stats.directions
-        if len(values) != len(directions):
-            n = len(directions)
-            reason = (
-                f"the objective returned {len(values)} value{'s' if len(values) != 1 else ''} "
-                f"but the study has {n} direction{'s' if n != 1 else ''} "
-                f"({', '.join(directions)})"
+        reason = values_problem(values, directions)
+        if reason is not None and first and len(values) != len(directions):
+            self._stop.stop_with(
+                ConfigError(
+                    f"{reason}. Give --direction once per returned value (for example "
+                    "--direction minimize --direction maximize)."
+                ),
+                "stopped: " + reason,
             )
-            if first:
-                self._stop_with(
-                    ConfigError(
-                        f"{reason}. Give --direction once per returned value (for example "
-                        "--direction minimize --direction maximize)."
-                    ),
-                    "stopped: " + reason,
-                )
-            return reason
-        if any(math.isnan(v) for v in values):
-            shown = ", ".join(str(v) for v in values)
-            return f"the objective returned {shown}; NaN cannot be told to the study"
-        return None
-
-    def _track_finished(
-        self,
-        finished: FinishedTrial,
-        result: TrialResult,
-        root: int,
-        cost: dict[str, Any] | None = None,
-        attempts: tuple[dict[str, Any], ...] = (),
-    ) -> None:
-        if not self._tracker.enabled:
-            return
-        study = self._stats.study
-        self._tracker.emit(
-            TrialFinished(
-                study=study,
-                root=root,
-                number=finished.number,
-                state=finished.state,
-                values=finished.values,
-                duration=finished.duration,
-                params=finished.params,
-                reason=finished.reason,
-                worker=result.worker,
-                cost=cost,
-                attempts=attempts,
-            )
-        )
-        s = self._stats
-        self._tracker.emit(
-            StudyProgress(
-                study=study,
-                finished=sum(s.counts.values()) + s.seeded,
-                counts=dict(s.totals()),
-                best_value=s.best_values[0] if s.best_values and len(s.directions) == 1 else None,
-                best_number=s.best_number if len(s.directions) == 1 else None,
-                pareto_front=tuple((n, v) for v, n in s.front),
-            )
-        )
-
-    def _stop_with(self, error: UsageError, reason: str) -> None:
-        """Stop the sweep because its input is wrong: record the running trials, then
-        raise ``error`` from :meth:`run`."""
-        if self._abort is None:
-            self._abort = _Abort(error)
-            for number in self._backend.running:
-                self._backend.cancel(number, reason)
+        return reason
 
     def _feasible(self, live: optuna.Trial) -> bool:
         """Whether the trial just told meets the constraints its sampler stored for it."""
         assert self._opened is not None
         return feasible(self._opened.storage.get_trial(live._trial_id))
-
-    def _tell(
-        self,
-        live: optuna.Trial,
-        state: str,
-        values: tuple[float, ...] | None,
-        reason: str | None,
-        trace: str | None,
-        interrupted: bool,
-        worker: dict[str, Any] | None = None,
-    ) -> None:
-        assert self._opened is not None
-        study, storage = self._opened.study, self._opened.storage
-        if worker:  # where it ran, for its Aim run when that is rebuilt from the storage
-            storage.set_trial_system_attr(live._trial_id, WORKER_KEY, dict(worker))
-        if state == "COMPLETE" and values is not None:
-            study.tell(live, list(values))
-        elif state == "PRUNED":
-            study.tell(live, state=TrialState.PRUNED)
-        else:
-            text = reason or "failed"
-            if trace:
-                text = f"{text}\n\n{trace.rstrip()}"
-            trial_id = live._trial_id
-            storage.set_trial_system_attr(trial_id, FAIL_REASON_KEY, text)
-            storage.set_trial_system_attr(trial_id, LOG_KEY, str(self._log_path(live.number)))
-            if interrupted:
-                storage.set_trial_system_attr(trial_id, INTERRUPTED_KEY, True)
-            study.tell(live, state=TrialState.FAIL)
-
-    # -- stopping ------------------------------------------------------------------------
-
-    def _apply_interrupts(self) -> None:
-        if self._interrupts == 1 and self._stop_reason is None:
-            self._stop_reason = "interrupted (Ctrl-C)"
-            running = len(self._backend.running)
-            self._stats.stopping = (
-                f"stopping: waiting for {running} running trial{'s' if running != 1 else ''}; "
-                "interrupt again (Ctrl-C) to stop them now"
-            )
-            self._reporter.note(
-                "Interrupted (Ctrl-C): no new trials will start, running trials finish. "
-                "Interrupt again to stop them now.",
-                "warning",
-            )
-        if self._interrupts >= 2 and not self._hard_stop:
-            self._hard_stop = True
-            self._stop_reason = "interrupted (Ctrl-C twice)"
-            self._stats.stopping = "stopping now"
-            for number in self._backend.running:
-                self._backend.cancel(number, _INTERRUPTED)
-
-    @contextlib.contextmanager
-    def _signal_handlers(self) -> Iterator[None]:
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-
-        def on_interrupt(signum: int, frame: Any) -> None:
-            self._interrupts += 1
-
-        def on_terminate(signum: int, frame: Any) -> None:
-            self._interrupts = max(self._interrupts + 1, 2)
-
-        previous = {
-            signal.SIGINT: signal.signal(signal.SIGINT, on_interrupt),
-            signal.SIGTERM: signal.signal(signal.SIGTERM, on_terminate),
-        }
-        try:
-            yield
-        finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
-
-
-def answer_call(call: Call, live: optuna.Trial) -> Reply:
-    """Apply a worker's call to the live trial and say what came of it.
-
-    The reply is sent back when the worker waits for it; an error then is raised in the
-    objective. A call the worker does not wait for was checked there already, as Optuna
-    would, so an error in it is only logged.
-    """
-    try:
-        if call.method == "started":
-            value = {"params": live.params}
-        elif call.method == "study_attribute":
-            name = call.args[0]
-            if name not in STUDY_ATTRIBUTES:
-                raise AttributeError(f"study.{name} is not readable from a worker")
-            value = getattr(live.study, name)
-        elif call.method == "storage":
-            value = _storage_call(call, live)
-        elif call.method in TRIAL_METHODS:
-            value = getattr(live, call.method)(*call.args, **call.kwargs)
-        else:
-            raise AttributeError(f"trial.{call.method} cannot be called from a worker")
-    except Exception as error:
-        return Reply(call.number, call.seq, error=picklable_error(error), attempt=call.attempt)
-    return Reply(call.number, call.seq, value=value, attempt=call.attempt)
-
-
-def _storage_call(call: Call, live: optuna.Trial) -> Any:
-    """A worker's ``trial.storage`` call: a read of the study's storage, or a write to its own
-    trial (kept in the live trial's cache too) or study."""
-    name, *args = call.args
-    storage = live.study._storage
-    if name in STORAGE_READS:
-        return getattr(storage, name)(*args, **call.kwargs)
-    if name in TRIAL_WRITES and args and args[0] == live._trial_id:
-        getattr(storage, name)(*args)
-        frozen = live._cached_frozen_trial
-        if name == "set_trial_user_attr":
-            frozen.user_attrs[args[1]] = args[2]
-        elif name == "set_trial_system_attr":
-            frozen.system_attrs[args[1]] = args[2]
-        return None
-    if name in STUDY_WRITES and args and args[0] == live.study._study_id:
-        getattr(storage, name)(*args)
-        return None
-    raise AttributeError(f"trial.storage.{name}{tuple(args)!r} cannot be called from a worker")
-
-
-def _failure_kind(reason: str | None, trace: str | None) -> str:
-    """Failures of the same kind: the same exception type raised from the same line."""
-    if trace:
-        frames = [line.strip() for line in trace.splitlines() if line.startswith("  File ")]
-        kind = (reason or "").split(":", 1)[0]
-        return f"{kind} at {frames[-1] if frames else ''}"
-    return reason or ""
-
-
-def _has_constraints(sampler: Any, depth: int = 0) -> bool:
-    """Whether ``sampler`` (or a sampler it wraps) was given a ``constraints_func``, as
-    Optuna's TPE, NSGA-II/III, GP and BoTorch samplers take; then a trial may be infeasible."""
-    if getattr(sampler, "_constraints_func", None) is not None:
-        return True
-    if depth > 2:
-        return False
-    held = getattr(sampler, "__dict__", {}).values()
-    inner = [v for v in held if isinstance(v, optuna.samplers.BaseSampler)]
-    return any(_has_constraints(s, depth + 1) for s in inner)
