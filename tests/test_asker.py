@@ -142,3 +142,29 @@ def test_a_database_study_records_every_parameter_a_sampler_process_proposed(
     assert states(study) == {"COMPLETE": 30}
     for trial in study.trials:
         assert trial.value == objectives.quadratic(optuna.trial.FixedTrial(trial.params))
+
+
+def test_a_trial_whose_call_could_not_be_stored_fails_and_says_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A call the worker does not wait for (a carried value it used) that the storage
+    # refuses: the objective ran with something the study does not hold, so its value must
+    # not count. The storage's refusal is simulated where the orchestrator applies calls.
+    from sweeper.channel._messages import Reply
+    from sweeper.orchestrator import _orchestrator
+
+    applied = _orchestrator.answer_call
+
+    def refusing(call: Any, live: optuna.Trial) -> Reply:
+        if call.number == 3 and call.method.startswith("suggest_") and not call.wants_reply:
+            return Reply(call.number, call.seq, error=KeyError(4), attempt=call.attempt)
+        return applied(call, live)
+
+    monkeypatch.setattr(_orchestrator, "answer_call", refusing)
+    monkeypatch.chdir(tmp_path)
+    _run(tmp_path, objectives.quadratic, 0, n_trials=6, study="q", sampler="random", seed=1)
+    study = _study(tmp_path, "q")
+    assert states(study) == {"COMPLETE": 5, "FAIL": 1}
+    failed = study.trials[3]
+    assert failed.state == optuna.trial.TrialState.FAIL
+    assert "the sweep could not store its suggest_" in failed.system_attrs["fail_reason"]

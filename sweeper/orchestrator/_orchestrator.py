@@ -133,6 +133,8 @@ class Orchestrator:
         self._tracker = tracker or Tracker()
         self._roots: dict[int, int] = {}
         self._proposals: dict[int, dict[str, Any]] = {}
+        self._unrecorded: dict[int, str] = {}
+        """Trials a call of which could not be stored, and why: they cannot count."""
         self._recent_space: dict[str, Any] = {}
         self._last_asked: dict[str, int] = {}
         self._open_study = open_study
@@ -477,8 +479,12 @@ class Orchestrator:
         if call.wants_reply:
             self._backend.reply(reply)
         if reply.error is not None:
-            if not call.wants_reply:
+            if not call.wants_reply:  # the worker went on: its trial is no longer what it ran
                 logger.warning("trial %d: %s failed: %s", call.number, call.method, reply.error)
+                what = f"{call.method}({call.args[0]!r})" if call.args else call.method
+                self._unrecorded.setdefault(
+                    call.number, f"the sweep could not store its {what}: {reply.error!r}"
+                )
             return
         if call.method.startswith("suggest_"):
             name = call.args[0]
@@ -520,6 +526,11 @@ class Orchestrator:
             problem = self._check_values(values)
             if problem is not None:
                 state, reason, values = "FAIL", problem, None
+        unrecorded = self._unrecorded.pop(result.number, None)
+        if unrecorded is not None and state != "FAIL":
+            # The storage does not hold what the objective ran with: a value told for it
+            # would mislead the sampler and the study's best.
+            state, reason, values, trace = "FAIL", unrecorded, None, None
         interrupted = reason is not None and reason.startswith(INTERRUPTED)
         tell(
             self._opened.study,
