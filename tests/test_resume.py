@@ -73,7 +73,9 @@ def test_kill_9_loses_nothing_and_the_next_run_reruns_interrupted_trials(project
         assert after[number].state == TrialState.FAIL
         assert "interrupted" in after[number].system_attrs["fail_reason"]
         reruns = [t for t in after.values() if t.system_attrs.get("sweeper:retry_of") == number]
-        assert len(reruns) == 1  # run again exactly once, with the same parameters
+        shown = [(t.number, t.state.name, t.params, t.system_attrs) for t in reruns]
+        # run again exactly once, with the same parameters
+        assert len(reruns) == 1, f"{number}: {shown}\n{result.stderr[-3000:]}"
         assert reruns[0].params == before[number].params
         assert reruns[0].state == TrialState.COMPLETE
     for number in unstarted:  # not failures: back in the queue, and run under their number
