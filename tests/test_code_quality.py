@@ -55,14 +55,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("sweeper.cli", "sweeper.__main__", "sweeper"),  # the command line; the package
 )
 
-ALLOWED_UPWARD = {
-    # (importer, imported): deliberate imports from a layer above, each with why.
-    #
-    # The tracker that sends events to the Aim hub on Modal asks the Modal App for the UI's
-    # secret, in a function (modal is imported only when tracking on Modal starts).
-    # Tracking stands below the backends because the App runs the tracking writer; the way
-    # out is for ModalBackend.start_hub to make the secret itself.
-    ("sweeper.tracking._modal", "sweeper.backends._modal_app"),
+ALLOWED_UPWARD: set[tuple[str, str]] = {
+    # (importer, imported): deliberate imports from a layer above, each with why. None now.
 }
 
 

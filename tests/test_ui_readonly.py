@@ -31,8 +31,7 @@ aim = pytest.importorskip("aim")
 from aim.sdk.index_manager import RepoIndexManager  # noqa: E402
 from aim.storage.treeutils import decode_tree  # noqa: E402
 
-from sweeper.backends._modal_app import new_secret  # noqa: E402
-from sweeper.tracking._readonly import READ_GETS, READ_POSTS, is_read  # noqa: E402
+from sweeper.tracking._readonly import READ_GETS, READ_POSTS, is_read, new_secret  # noqa: E402
 from sweeper.tracking._ui import _stop, aim_ui, free_port  # noqa: E402
 
 pytestmark = pytest.mark.timeout(120)

@@ -21,7 +21,6 @@ import contextlib
 import hashlib
 import os
 import random
-import secrets as secrets_module
 import sys
 import time
 import urllib.parse
@@ -37,6 +36,7 @@ from sweeper.channel._base import TrialChannel
 from sweeper.channel._queue import UP, QueueTransport
 from sweeper.objective._imports import file_imports, pinned, requirements
 from sweeper.objective._ref import ObjectiveRef
+from sweeper.tracking._readonly import new_secret
 from sweeper.trial._messages import TrialResult, TrialSpec
 from sweeper.trial._runner import run_trial, worker_identity
 
@@ -246,11 +246,6 @@ def _served_ui(queue: Any, secret: str) -> Iterator[None]:
 
 
 # -- on the user's machine -----------------------------------------------------------------
-
-
-def new_secret() -> str:
-    """An unguessable path segment for the public tunnel URL of the UI."""
-    return secrets_module.token_urlsafe(24)
 
 
 def runtime_packages(*, hub: bool = False) -> list[str]:

@@ -44,7 +44,7 @@ class ModalTracker(BatchingTracker):
         self._backend = backend
 
     def _open(self) -> None:
-        from sweeper.backends._modal_app import new_secret
+        from sweeper.tracking._readonly import new_secret
 
         try:
             self._backend.start_hub(new_secret())

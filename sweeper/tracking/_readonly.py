@@ -20,6 +20,7 @@ can read the repo through it.
 from __future__ import annotations
 
 import re
+import secrets
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -172,3 +173,8 @@ class ReadOnlyFront:
             await send(message)
 
         await self.app(scope, receive, same_origin_only)
+
+
+def new_secret() -> str:
+    """An unguessable path segment for the UI's public URL (a Modal tunnel): 192 bits."""
+    return secrets.token_urlsafe(24)
