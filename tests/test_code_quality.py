@@ -211,3 +211,23 @@ def test_the_import_checks_see_loops_and_upward_imports(tmp_path: Path) -> None:
         "pkg.low._b (line 2) imports pkg._top: pkg._top stands above pkg.low"
     ]
     assert upward_imports(graph, layers, allowed={("pkg.low._b", "pkg._top")}) == []
+
+
+# -- documentation: every link stays inside the repository, and leads somewhere ------------
+
+
+def test_documentation_links_lead_to_files_of_the_repository() -> None:
+    import re
+
+    pages = [REPO / "README.md", REPO / "CONTRIBUTING.md", *sorted((REPO / "docs").glob("*.md"))]
+    broken = []
+    for page in pages:
+        for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
+            if re.match(r"[a-z]+://|#|mailto:", target):
+                continue
+            path = (page.parent / target.split("#")[0]).resolve()
+            if not path.is_relative_to(REPO) or not path.exists():
+                broken.append(f"{page.relative_to(REPO)}: {target}")
+    assert broken == []
+    assert (REPO / "docs" / "architecture.md").exists()
+    assert "docs/architecture.md" in (REPO / "README.md").read_text()
