@@ -167,7 +167,7 @@ def test_ui_serves_the_runs_and_stops_on_ctrl_c(project: Project) -> None:
         assert info["params"]["sweeper"]["study"] == "attrs"
     finally:
         process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=30) == 0
+        assert process.wait(timeout=90) == 0  # it stops, and says all is well (not a timing)
     # The server is gone with it.
     with pytest.raises(OSError):
         urllib.request.urlopen(f"{url}/api/experiments/", timeout=2)
@@ -213,7 +213,7 @@ def test_ui_shows_runs_while_the_sweep_runs(project: Project) -> None:
         for process in (sweep, ui):
             process.send_signal(signal.SIGINT)
         sweep.wait(timeout=60)
-        assert ui.wait(timeout=30) == 0
+        assert ui.wait(timeout=90) == 0  # it stops (a loaded machine may take a while)
 
 
 def _aims_migrations_start_a_process(monkeypatch: pytest.MonkeyPatch) -> list[str]:

@@ -122,7 +122,9 @@ def _wait_until_up(
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
     """Stop the server and everything it started (uvicorn workers, Aim's migrations)."""
-    for sig, wait in ((signal.SIGINT, 10.0), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+    # Read-only: nothing is lost if it stops short, so it gets 5 s to stop (uvicorn's graceful
+    # shutdown can wait on a connection that lingers), then less.
+    for sig, wait in ((signal.SIGINT, 5.0), (signal.SIGTERM, 3.0), (signal.SIGKILL, 5.0)):
         if process.poll() is not None:
             break
         with contextlib.suppress(ProcessLookupError, PermissionError):
