@@ -75,8 +75,9 @@ def test_trial_api_and_module_code_once_per_worker(project: Project) -> None:
         pids.add(attrs["worker_pid"])
         # Where it ran is in the storage too (an Aim run rebuilt from it shows it).
         assert trial.system_attrs["sweeper:worker"]["pid"] == attrs["worker_pid"]
-    # Two persistent workers loaded the file; no new interpreter per trial.
-    assert len(pids) == 2
+    # Persistent workers loaded the file: no new interpreter per trial. (Both usually take
+    # trials, but on a busy machine one may take all ten before the other is up.)
+    assert 1 <= len(pids) <= 2
 
 
 def test_enqueued_parameters_are_used_and_rerunning_continues_the_study(project: Project) -> None:
