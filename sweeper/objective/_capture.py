@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from sweeper._errors import ObjectiveError
+from sweeper.objective._ast import call_name, is_main_guard
 
 _CAPTURE_SECONDS = 300.0
 """How long the main block may take to build its study."""
@@ -66,9 +67,9 @@ class FileStudy:
 def needs_capture(tree: ast.Module) -> bool:
     """Whether the file's main block calls ``create_study``, ``load_study`` or ``optimize``."""
     for node in tree.body:
-        if isinstance(node, ast.If) and _is_main_guard(node.test):
+        if isinstance(node, ast.If) and is_main_guard(node.test):
             for inner in ast.walk(node):
-                if isinstance(inner, ast.Call) and _call_name(inner) in (
+                if isinstance(inner, ast.Call) and call_name(inner) in (
                     "create_study",
                     "load_study",
                     "optimize",
@@ -88,7 +89,7 @@ def run_main_block(module: Any, path: Path) -> FileStudy:
     found = FileStudy()
     source = path.read_text(encoding="utf-8")
     tree = ast.parse(source, filename=str(path))
-    blocks = [n for n in tree.body if isinstance(n, ast.If) and _is_main_guard(n.test)]
+    blocks = [n for n in tree.body if isinstance(n, ast.If) and is_main_guard(n.test)]
     studies: list[optuna.Study] = []
     real_create, real_load = optuna.create_study, optuna.load_study
 
@@ -335,23 +336,6 @@ def _where(error: BaseException, path: Path) -> str:
 def _one(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
-
-
-def _call_name(node: ast.Call) -> str | None:
-    if isinstance(node.func, ast.Attribute):
-        return node.func.attr
-    if isinstance(node.func, ast.Name):
-        return node.func.id
-    return None
-
-
-def _is_main_guard(test: ast.expr) -> bool:
-    return (
-        isinstance(test, ast.Compare)
-        and isinstance(test.left, ast.Name)
-        and test.left.id == "__name__"
-        and any(isinstance(c, ast.Constant) and c.value == "__main__" for c in test.comparators)
-    )
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from sweeper._errors import ObjectiveError
+from sweeper.objective._ast import call_name, is_main_guard
 
 SETTINGS_VARIABLE = "SWEEP"
 DEFAULT_FUNCTION = "objective"
@@ -141,14 +142,6 @@ def _read_settings_dict(tree: ast.Module, file: Path) -> dict[str, Any]:
     return {}
 
 
-def _call_name(node: ast.Call) -> str | None:
-    if isinstance(node.func, ast.Attribute):
-        return node.func.attr
-    if isinstance(node.func, ast.Name):
-        return node.func.id
-    return None
-
-
 def _literal(node: ast.expr) -> tuple[bool, Any]:
     try:
         return True, ast.literal_eval(node)
@@ -167,7 +160,7 @@ def _read_optuna_calls(
     for node in ast.walk(tree):
         if not isinstance(node, ast.Call):
             continue
-        name = _call_name(node)
+        name = call_name(node)
         if name == "create_study":
             for keyword in node.keywords:
                 if keyword.arg in ("direction", "directions"):
@@ -225,7 +218,7 @@ def _component(node: ast.expr) -> tuple[str, dict[str, Any]] | None:
     it is not such a call with literal arguments."""
     if not isinstance(node, ast.Call) or node.args:
         return None
-    name = _call_name(node)
+    name = call_name(node)
     arguments: dict[str, Any] = {}
     for keyword in node.keywords:
         ok, value = _literal(keyword.value)
@@ -280,7 +273,7 @@ def _has_import_effects(tree: ast.Module) -> bool:
             continue
         if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
             continue  # a docstring
-        if isinstance(node, ast.If) and _is_main_guard(node.test):
+        if isinstance(node, ast.If) and is_main_guard(node.test):
             continue
         if (
             isinstance(node, (ast.Assign, ast.AnnAssign))
@@ -301,7 +294,7 @@ def _bound_names(node: ast.stmt) -> list[str]:
         return [node.target.id]
     if isinstance(node, (ast.Import, ast.ImportFrom)):
         return [(a.asname or a.name).split(".")[0] for a in node.names]
-    if isinstance(node, ast.If) and _is_main_guard(node.test):
+    if isinstance(node, ast.If) and is_main_guard(node.test):
         return []  # never runs in a worker
     if isinstance(node, (ast.If, ast.Try, ast.With)):
         names: list[str] = []
@@ -310,15 +303,6 @@ def _bound_names(node: ast.stmt) -> list[str]:
                 names.extend(_bound_names(child))
         return names
     return []
-
-
-def _is_main_guard(test: ast.expr) -> bool:
-    return (
-        isinstance(test, ast.Compare)
-        and isinstance(test.left, ast.Name)
-        and test.left.id == "__name__"
-        and any(isinstance(c, ast.Constant) and c.value == "__main__" for c in test.comparators)
-    )
 
 
 def _signature_problem(args: ast.arguments) -> str | None:
