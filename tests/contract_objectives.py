@@ -53,7 +53,7 @@ def modes(trial):
 
 
 def learning(trial):
-    """Reports a learning curve; trials with a large rate learn slowly and get pruned."""
+    """Reports a learning curve; trials with a small rate learn slowly and get pruned."""
     rate = trial.suggest_float("rate", 0.01, 0.3, log=True)
     score = 0.0
     for step in range(12):

@@ -425,6 +425,11 @@ def objective(trial):
     x = trial.suggest_float("x", -10, 10)
     trial.report(x, 0)
     time.sleep(0.4)
+    # The test's own hook, not the user's: past the first two, trials wait (a minute at
+    # most) until the test has seen the sweep half done, however slow the machine.
+    deadline = time.time() + 60
+    while trial.number >= 2 and not os.path.exists("seen") and time.time() < deadline:
+        time.sleep(0.05)
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "note.txt")
         with open(path, "w") as f:
@@ -493,6 +498,7 @@ def test_dashboard_reads_the_sweep_as_it_runs(
                 done = [t for t in detail["trials"] if t["state"] == "Complete"]
                 if done and len(done) < n:
                     seen_running = len(done)
+                    (project.path / "seen").touch()  # the other trials may go on
                     break
             time.sleep(0.1)
         assert seen_running, f"optuna-dashboard showed no finished trial while it ran ({error!r})"

@@ -199,7 +199,7 @@ def test_hub_url_is_announced_with_a_secret_path(harness: Harness) -> None:
 
 def test_queue_transport_round_trip_and_timeouts() -> None:
     channel_queue = FakeQueue()
-    transport = QueueTransport(channel_queue, number=7, attempt=42, reply_timeout=0.2, heartbeat=0)
+    transport = QueueTransport(channel_queue, number=7, attempt=42, reply_timeout=10, heartbeat=0)
     channel = TrialChannel(transport, 7, attempt=42)
     channel.notify("report", 0.5, 0)
 
@@ -222,8 +222,9 @@ def test_queue_transport_round_trip_and_timeouts() -> None:
     thread.join()
     assert answered.is_set()
     # Nobody answers: the worker gives up with ChannelClosed, not a hang.
+    impatient = QueueTransport(channel_queue, number=7, attempt=42, reply_timeout=0.2, heartbeat=0)
     with pytest.raises(ChannelClosed, match="no answer"):
-        channel.request("should_prune")
+        TrialChannel(impatient, 7, attempt=42).request("should_prune")
 
 
 def test_queue_stand_in_has_modal_queue_semantics() -> None:

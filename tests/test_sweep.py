@@ -129,9 +129,17 @@ def test_timeout_stops_asking_and_running_trials_finish(project: Project) -> Non
 
 
 def test_one_gpu_per_worker(project: Project) -> None:
+    # Each trial waits (up to 30 s) until both workers have had one: on a busy machine the
+    # first worker up could otherwise take all eight before the second starts.
     project.write(
         "gpu.py",
-        "import os\ndef objective(trial):\n"
+        "import glob, os, pathlib, time\n"
+        "def objective(trial):\n"
+        "    pathlib.Path(f'seen-{os.getpid()}').touch()\n"
+        "    deadline = time.time() + 30\n"
+        "    while len(glob.glob('seen-*')) < 2 and time.time() < deadline:\n"
+        "        time.sleep(0.05)\n"
+        "    trial.set_user_attr('pid', os.getpid())\n"
         "    trial.set_user_attr('gpu', os.environ.get('CUDA_VISIBLE_DEVICES'))\n"
         "    trial.set_user_attr('threads', os.environ.get('OMP_NUM_THREADS'))\n"
         "    return 1.0\n",
@@ -141,7 +149,11 @@ def test_one_gpu_per_worker(project: Project) -> None:
     )
     assert result.returncode == 0, result.stderr
     attrs = [t.user_attrs for t in project.study("gpu").trials]
-    assert {a["gpu"] for a in attrs} == {"3", "5"}
+    gpus: dict[int, set[str]] = {}
+    for a in attrs:
+        gpus.setdefault(a["pid"], set()).add(a["gpu"])
+    # Two workers, each with one GPU of its own, the same one for every trial it ran.
+    assert sorted(gpus.values(), key=sorted) == [{"3"}, {"5"}], gpus
     assert all(a["threads"] is not None for a in attrs)
 
 

@@ -196,7 +196,9 @@ def test_ui_shows_runs_while_the_sweep_runs(project: Project) -> None:
         "nap.py", "import time\ndef objective(trial):\n    time.sleep(0.5)\n    return 1.0\n"
     )
     assert project.sweeper("run", "nap.py", "-n", "1").returncode == 0  # the repo exists
-    sweep = project.start("run", "nap.py", "-n", "30", "-p", "1")
+    # Far more trials than the test waits for (it ends the sweep with Ctrl-C): a UI slow to
+    # start on a busy machine still finds the sweep running.
+    sweep = project.start("run", "nap.py", "-n", "400", "-p", "1")
     ui = project.start("ui", "--port", "0")
     try:
         line = ui.stdout.readline()  # type: ignore[union-attr]
