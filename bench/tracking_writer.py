@@ -101,6 +101,33 @@ def _aim_sdk(folder: Path, n_trials: int) -> float:
     return time.perf_counter() - started
 
 
+def _floor(folder: Path, n_trials: int) -> float:
+    """RocksDB's own part: the two databases an Aim run is, created with Aim's options, a
+    key written to each, the sequences flushed and both closed, on as many threads as the
+    writer uses, and nothing else (no Python-side work, no index, no SQL). No writer that
+    keeps Aim's layout, a run per trial, can go faster than this on the same machine."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from aim.storage.rockscontainer import RocksContainer
+
+    from sweeper.tracking._writer import _THREADS
+
+    root = folder / "aim" / ".aim"
+
+    def one(number: int) -> None:
+        for kind in ("meta", "seqs"):
+            db = RocksContainer(str(root / kind / "chunks" / f"run{number}"), read_only=False)
+            batch = db.batch()
+            db.set(b"key", b"value", store_batch=batch)
+            db.commit(batch)
+            db.close()
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(_THREADS) as pool:
+        list(pool.map(one, range(n_trials)))
+    return time.perf_counter() - started
+
+
 def _check(folder: Path, study: str = "bench") -> int:
     """How many trial runs of ``study`` Aim's SDK finds, once the writer is done."""
     import fcntl
@@ -152,11 +179,14 @@ def tracking_writer_variant(
     mode: str, n_trials: int, batch: int = 50, parallel: int = 2
 ) -> dict[str, Any]:
     """One measurement: ``mode`` is ``sweeper`` or ``aim`` (the writer alone, ``n_trials``
-    trials), or ``tail`` (a whole sweep)."""
+    trials), ``floor`` (RocksDB's part of it alone), or ``tail`` (a whole sweep)."""
     if mode == "tail":
         return _tail(n_trials, parallel)
     folder = Path(tempfile.mkdtemp(prefix="sweeper-bench-writer-"))
     try:
+        if mode == "floor":
+            seconds = _floor(folder, n_trials)
+            return {"seconds": seconds, "rate": n_trials / seconds, "n_trials": n_trials}
         seconds = (
             _sweeper_writer(folder, n_trials, batch)
             if mode == "sweeper"
@@ -183,6 +213,7 @@ def tracking_writer(plan: Any, record: Any) -> Metric:
         {
             "aim": ("tracking_writer_variant", {"mode": "aim", "n_trials": aim_n}),
             "sweeper": ("tracking_writer_variant", {"mode": "sweeper", "n_trials": n}),
+            "floor": ("tracking_writer_variant", {"mode": "floor", "n_trials": n}),
         },
         repeats,
     )
@@ -193,6 +224,10 @@ def tracking_writer(plan: Any, record: Any) -> Metric:
     record({"metric": "tracking_writer", "samples": samples, "tails": tails})
     ours = [s["rate"] for s in samples["sweeper"]]
     aims = [s["rate"] for s in samples["aim"]]
+    floors = [s["rate"] for s in samples["floor"]]
+    ratios = [
+        s["rate"] / f["rate"] for s, f in zip(samples["sweeper"], samples["floor"], strict=True)
+    ]
     tail = [t["tail"] for t in tails]
     complete = all(s["tracked"] == s["n_trials"] for s in samples["sweeper"]) and all(
         t["tracked"] == t["n_trials"] for t in tails
@@ -205,13 +240,18 @@ def tracking_writer(plan: Any, record: Any) -> Metric:
         "sweeper_range": spread(ours),
         "aim_sdk_rate": median(aims),
         "aim_sdk_range": spread(aims),
+        "rocksdb_floor_rate": median(floors),
+        "rocksdb_floor_range": spread(floors),
+        "share_of_floor": median(ratios),
         "tail_s": median(tail),
         "tail_range": spread(tail),
         "every_trial_tracked": complete,
     }
     measured = (
         f"{details['sweeper_rate']:.0f} trials/s (Aim's SDK, a run per trial: "
-        f"{details['aim_sdk_rate']:.0f}/s); a {tail_n}-trial sweep returns "
+        f"{details['aim_sdk_rate']:.0f}/s; RocksDB alone, two databases a run: "
+        f"{details['rocksdb_floor_rate']:.0f}/s, of which the writer reaches "
+        f"{details['share_of_floor']:.2f}); a {tail_n}-trial sweep returns "
         f"{details['tail_s']:.2f} s after its last trial"
         + ("" if complete else "; SOME TRIALS MISSING FROM AIM")
     )
